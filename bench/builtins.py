@@ -1,0 +1,33 @@
+"""The built-in plugins, loaded through the ``cloudbench.plugins`` entry point like any third-party one."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from bench.registry import Registry
+
+PACKAGE = Path(__file__).resolve().parent
+SAMPLES = PACKAGE / "samples"
+
+
+def catalogue_dir(name: str) -> Path:
+    """``registry/`` or ``scenarios/``: in the checkout (editable install) or under ``<prefix>/share``."""
+    for candidate in (PACKAGE.parent / name, Path(sys.prefix) / "share" / "cloudbench" / name):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"cloudbench's {name}/ folder is missing: reinstall with `pip install -e .`")
+
+
+def register(reg: Registry) -> None:
+    """Builders from the package's modules, then the TOML entries that use them."""
+    from bench import adapters, datasets, models, normalizers, scenarios
+
+    for module in (models, normalizers, adapters, datasets, scenarios):
+        reg.add_module(module)
+    reg.add_toml_tables("model", catalogue_dir("registry") / "models.toml")
+    reg.add_toml_tables("norm", catalogue_dir("registry") / "norms.toml")
+    for path in sorted(SAMPLES.glob("*/dataset.toml")):
+        reg.add_toml_file("dataset", path, default_type="geotiff")
+    for path in sorted(catalogue_dir("scenarios").glob("*.toml")):
+        reg.add_toml_file("scenario", path, default_type="scenario")
