@@ -1,0 +1,146 @@
+"""The ``bench`` command: a thin layer over the Python API (``bench.runner``, ``bench.registry``, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import warnings
+from collections.abc import Sequence
+
+from bench import __version__
+from bench.errors import BenchError
+from bench.registry import KIND_ALIASES, KINDS, get_registry
+
+
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench", description="cloudbench: do Sentinel-2 cloud masks still work on "
+                                "data they were not trained on?")
+    p.add_argument("--version", action="version", version=f"cloudbench {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="train (or reuse) a model, evaluate it on a scenario, write results")
+    r.add_argument("--model", default="unet_mnv2", help="model variant (bench list models)")
+    r.add_argument("--norm", default="percentile", help="normalizer (bench list norms)")
+    r.add_argument("--scenario", default="samples_cross", help="scenario name or path of a scenario TOML")
+    r.add_argument("--adapt", default="none", help="test-time adapter (bench list adapters)")
+    r.add_argument("--seed", type=int, default=0)
+    g = r.add_argument_group("recipe (default: the scenario's preset, else the study's)")
+    g.add_argument("--epochs", type=_positive_int, help="maximum epochs (study: 30)")
+    g.add_argument("--batch-size", type=_positive_int, help="study: 16")
+    g.add_argument("--patch-size", type=int, help="training crop and evaluation tile size, multiple of 32 (study: 256)")
+    g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (-1: no limit)")
+    g.add_argument("--samples-per-epoch", type=_positive_int, help="random crops per epoch")
+    g.add_argument("--lr", type=float, help="Adam learning rate (study: 1e-3)")
+    g.add_argument("--patience", type=_positive_int, help="early-stopping patience in epochs on val mIoU")
+    r.add_argument("--data-root", help="folder holding downloaded datasets (or set CLOUDBENCH_DATA)")
+    r.add_argument("--out", default="runs", help="folder for trained models and results (default: runs)")
+    r.add_argument("--leaderboards", default="leaderboards", help="folder for leaderboards ('' to skip)")
+    r.add_argument("--force", action="store_true", help="redo training and evaluation even if results exist")
+    r.add_argument("--strict", action="store_true", help="refuse NaN / inf pixels instead of treating them as nodata")
+    r.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, ...")
+    r.add_argument("--devices", type=_positive_int, default=1)
+    r.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    r.add_argument("--no-figure", action="store_true", help="do not draw the per-run figure")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ls = sub.add_parser("list", help="list registered plugins: models, norms, adapters, scenarios, datasets")
+    ls.add_argument("kind", nargs="?", default=None, help="models | norms | adapters | scenarios | datasets (default: all)")
+    ls.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'unet_*'")
+
+    lb = sub.add_parser("leaderboard", help="regenerate leaderboards/<scenario>.md and .csv from stored results")
+    lb.add_argument("--runs", default="runs", help="folder of results (default: runs)")
+    lb.add_argument("--dest", default="leaderboards")
+    lb.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
+    return p
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    reg = get_registry()
+    if args.kind is None:
+        kinds = list(KINDS)
+    else:
+        kind = KIND_ALIASES.get(args.kind, args.kind)
+        if kind not in KINDS:
+            from bench.errors import unknown
+
+            raise unknown("plugin kind", args.kind, list(KIND_ALIASES))
+        kinds = [kind]
+    width = max((len(n) for k in kinds for n in reg.names(k, args.pattern)), default=0)
+    shown = 0
+    for kind in kinds:
+        entries = reg.entries(kind, args.pattern)
+        if len(kinds) > 1 and entries:
+            print(f"{KINDS[kind]}s:")
+        for e in entries:
+            extra = ""
+            if kind == "scenario":
+                extra = f" [v{e.settings.get('version', '?')}]"
+            print(f"  {e.name:<{width}}  {e.description}{extra}")
+            shown += 1
+    if not shown:
+        print(f"nothing matches {args.pattern!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from bench.runner import RunConfig, run
+
+    cfg = RunConfig(model=args.model, norm=args.norm, scenario=args.scenario, adapt=args.adapt, seed=args.seed,
+                    epochs=args.epochs, batch_size=args.batch_size, patch_size=args.patch_size,
+                    max_steps=args.max_steps, samples_per_epoch=args.samples_per_epoch, lr=args.lr,
+                    patience=args.patience, data_root=args.data_root, out=args.out,
+                    leaderboards=args.leaderboards or None, force=args.force, strict=args.strict,
+                    accelerator=args.accelerator, devices=args.devices, num_workers=args.num_workers,
+                    figure=not args.no_figure, progress=not args.quiet, command=shlex.join(["bench", *argv]))
+    cfg.validate()
+    res = run(cfg)
+    m = res.metrics
+    ious = "  ".join(f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in m["iou"].items())
+    miou = "n/a" if m["miou"] is None else f"{m['miou']:.3f}"
+    acc = "n/a" if m["accuracy"] is None else f"{m['accuracy']:.3f}"
+    print(f"\n{cfg.model} x {cfg.norm} on {cfg.scenario}: mIoU {miou}  accuracy {acc}  ({ious})")
+    print(f"result:      {res.path}")
+    if res.figure:
+        print(f"figure:      {res.figure}")
+    if cfg.leaderboards:
+        print(f"leaderboard: {cfg.leaderboards}/{res.path.parent.name}.md")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``bench``; returns the exit code (0 ok, 1 nothing found, 2 error, 130 interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    try:
+        if args.command == "run":
+            return cmd_run(args, argv)
+        if args.command == "list":
+            return cmd_list(args)
+        if args.command == "leaderboard":
+            from bench.leaderboard import main_leaderboard
+
+            return main_leaderboard(args.runs, args.dest, args.scenario)
+        parser.print_help()
+        return 0
+    except BenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:
+        print(f"\ninterrupted{': ' + str(err) if str(err) else ''}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Results on disk: run identities, atomic JSON, provenance, and reading results back.
+
+Layout under the output folder (``--out``, default ``runs/``)::
+
+    models/<model>-<norm>-s<seed>-<train key>/   one trained model
+        model.pt                                 final weights + normalizer state (weights_only loadable)
+        checkpoints/last.ckpt, best.ckpt         Lightning checkpoints (resume, early stopping)
+        train.json                               the training record
+    results/<scenario>/<model>-<norm>-<adapt>-s<seed>-<eval key>.json   one evaluation
+    results/<scenario>/<same>.png                its figure
+
+The train key hashes what determines training (model, normalizer, training and validation data with
+their checksums, bands, recipe, seed); the eval key adds the test data, label space and adapter. So a
+trained model is reused by every scenario that shares its training data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+import warnings
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PACKAGES = ("cloudbench", "torch", "torchvision", "segmentation-models-pytorch", "pytorch-lightning", "timm",
+            "numpy", "rasterio", "pandas")
+
+
+def key(obj: Any) -> str:
+    """sha256 of a JSON-able object's canonical form."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _clean(obj: Any) -> Any:
+    """NaN / inf -> None, tuples -> lists, Paths -> str, recursively (strict JSON)."""
+    if isinstance(obj, float):
+        return None if math.isnan(obj) or math.isinf(obj) else obj
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write atomically: a temporary file in the same folder, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_clean(obj), f, indent=1, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_torch(path: str | Path, obj: Any) -> Path:
+    """``torch.save`` atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def set_aside(path: Path, why: str) -> Path:
+    """Rename a damaged file to ``<name>.corrupt`` (never silently used or deleted) and warn."""
+    target = path.with_name(path.name + ".corrupt")
+    os.replace(path, target)
+    warnings.warn(f"{path} is unreadable ({why}); set aside as {target.name}", stacklevel=2)
+    return target
+
+
+def load_torch(path: Path) -> dict[str, Any] | None:
+    """A checkpoint loaded with ``weights_only=True``; a damaged one is set aside and None returned."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, bad pickle opcode, unexpected global
+        set_aside(path, f"{type(err).__name__}: {str(err)[:200]}")
+        return None
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    """A result JSON, or None (set aside) if it is truncated or not a result."""
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or "metrics" not in data:
+            raise ValueError("no 'metrics' in it")
+        return data
+    except (ValueError, UnicodeDecodeError) as err:
+        set_aside(path, str(err)[:200])
+        return None
+
+
+def load_results(out: str | Path, scenario: str | None = None) -> list[dict[str, Any]]:
+    """Every readable result under ``<out>/results`` (of one scenario, if given)."""
+    root = Path(out) / "results"
+    pattern = f"{scenario}/*.json" if scenario else "*/*.json"
+    results = []
+    for p in sorted(root.glob(pattern)):
+        r = read_result(p)
+        if r is not None:
+            r["_path"] = str(p)
+            results.append(r)
+    return results
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for pkg in PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def git_state(where: Path | None = None) -> dict[str, Any]:
+    """Commit and dirty flag of the checkout that holds the code (None outside a git checkout)."""
+    where = where or Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True,
+                                  timeout=10, check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def hardware() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info

@@ -1,0 +1,203 @@
+"""``bench run`` as a Python API: train (or reuse) a model, evaluate it on a scenario, record everything.
+
+    from bench.runner import RunConfig, run
+    result = run(RunConfig(model="unet_mnv2", norm="percentile", scenario="samples_cross"))
+    result.metrics["miou"], result.path, result.figure
+
+Recipe values left as ``None`` take the scenario's ``[recipe]`` preset, else the study's default
+(:data:`STUDY_RECIPE`). A finished result is never recomputed unless ``force``; an interrupted training
+resumes from its last checkpoint when the same run is started again.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError, ConfigError
+from bench.registry import get_registry
+
+#: the study's training recipe: Dice loss, Adam 1e-3, 30 epochs, batch 16, 256 x 256 patches.
+STUDY_RECIPE: dict[str, Any] = {"epochs": 30, "batch_size": 16, "patch_size": 256, "lr": 1e-3, "patience": 10,
+                                "max_steps": -1, "samples_per_epoch": None}
+
+
+@dataclass
+class RunConfig:
+    model: str = "unet_mnv2"
+    norm: str = "percentile"
+    scenario: str = "samples_cross"
+    adapt: str = "none"
+    seed: int = 0
+    # recipe: None = the scenario's preset, else STUDY_RECIPE
+    epochs: int | None = None
+    batch_size: int | None = None
+    patch_size: int | None = None
+    max_steps: int | None = None
+    samples_per_epoch: int | None = None
+    lr: float | None = None
+    patience: int | None = None
+    # where and how
+    data_root: str | None = None
+    out: str = "runs"
+    leaderboards: str | None = "leaderboards"
+    force: bool = False
+    strict: bool = False
+    accelerator: str = "auto"
+    devices: int = 1
+    num_workers: int = 0
+    figure: bool = True
+    progress: bool = True
+    callbacks: list = field(default_factory=list)  # extra Lightning callbacks (not recorded)
+    command: str | None = None  # the command line that asked for this run (the CLI sets it)
+
+    def validate(self) -> None:
+        """Check names and values before any data is read or any model is built."""
+        reg = get_registry()
+        reg.get("model", self.model)
+        reg.get("norm", self.norm)
+        reg.get("adapter", self.adapt)
+        if not (self.scenario.endswith(".toml") or "/" in self.scenario):
+            reg.get("scenario", self.scenario)
+        for name in ("epochs", "batch_size", "samples_per_epoch", "patience"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
+        if self.patch_size is not None and (self.patch_size < 32 or self.patch_size % 32):
+            raise ConfigError(f"--patch-size must be a multiple of 32 (the encoders downsample 32x), "
+                              f"got {self.patch_size}")
+        if self.max_steps is not None and self.max_steps != -1 and self.max_steps < 1:
+            raise ConfigError(f"--max-steps must be at least 1 (or -1 for no limit), got {self.max_steps}")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.data_root is not None and not Path(self.data_root).is_dir():
+            raise ConfigError(f"--data-root {self.data_root!r} is not a folder")
+
+    def recipe(self, scenario_recipe: dict[str, Any]) -> dict[str, Any]:
+        out = dict(STUDY_RECIPE)
+        out.update(scenario_recipe)
+        out.update({k: getattr(self, k) for k in STUDY_RECIPE if getattr(self, k) is not None})
+        return out
+
+    def record(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("callbacks")
+        return d
+
+
+@dataclass
+class RunResult:
+    path: Path
+    metrics: dict[str, Any]
+    figure: Path | None
+    trained: bool  # False when the model came from an earlier run
+    skipped: bool  # True when the result already existed
+
+
+def run(cfg: RunConfig) -> RunResult:
+    """Train or reuse, evaluate, write the result JSON, the figure and the scenario's leaderboard."""
+    import torch
+
+    from bench.data import load_split
+    from bench.evaluate import evaluate
+    from bench.results import git_state, hardware, key, read_result, versions, write_json
+    from bench.scenarios import load_scenario
+    from bench.training import train_or_load
+
+    cfg.validate()
+    t0 = time.perf_counter()
+    reg = get_registry()
+    model_entry, norm_entry, adapt_entry = (reg.get("model", cfg.model), reg.get("norm", cfg.norm),
+                                            reg.get("adapter", cfg.adapt))
+    scenario = load_scenario(cfg.scenario)
+    recipe = cfg.recipe(dict(scenario.recipe))
+    space = scenario.eval_space()
+
+    splits = {s: load_split(scenario, s, strict=cfg.strict) for s in ("train", "val", "test")}
+    t_data = time.perf_counter() - t0
+
+    def identity(split: str) -> dict[str, Any]:
+        sp = splits[split]
+        return {"source": scenario.sources[split].to_dict(), "dataset": sp.dataset, "files": sp.files}
+
+    train_id = {"model": _ident(model_entry), "norm": _ident(norm_entry), "bands": list(scenario.bands),
+                "train": identity("train"), "val": identity("val"), "recipe": recipe, "seed": cfg.seed}
+    train_key = key(train_id)
+    eval_key = key({"train": train_key, "test": identity("test"), "space": space.to_dict(),
+                    "adapter": _ident(adapt_entry)})
+    out = Path(cfg.out)
+    stem = f"{cfg.model}-{cfg.norm}-{cfg.adapt}-s{cfg.seed}-{eval_key[:10]}"
+    result_path = out / "results" / scenario.name / f"{stem}.json"
+    if result_path.exists() and not cfg.force:
+        existing = read_result(result_path)
+        if existing is not None:
+            print(f"result exists, skipped (pass --force to redo): {result_path}", file=sys.stderr)
+            fig = result_path.with_suffix(".png")
+            return RunResult(result_path, existing["metrics"], fig if fig.exists() else None, False, True)
+
+    train_dir = out / "models" / f"{cfg.model}-{cfg.norm}-s{cfg.seed}-{train_key[:10]}"
+    trained = train_or_load(cfg, recipe, model_entry, norm_entry, scenario, splits, space, train_dir, train_id)
+
+    t1 = time.perf_counter()
+    device = "cuda" if torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda") else "cpu"
+    model = adapt_entry.build().adapt(trained.module.to(device), [])
+    ev = evaluate(model, trained.normalizer, splits["test"], space, recipe["patch_size"], recipe["batch_size"], device)
+    t_eval = time.perf_counter() - t1
+
+    result = {
+        "format": 1,
+        "command": cfg.command or _command(),
+        "config": cfg.record(),
+        "recipe": recipe,
+        "scenario": {"name": scenario.name, "version": scenario.version, "description": scenario.description,
+                     "reference": splits["test"].reference, "definition": scenario.to_dict()},
+        "model": {**model_entry.summary(), "in_channels": len(scenario.bands), "weights": trained.weights},
+        "normalizer": {**norm_entry.summary(), "state": trained.normalizer.state_dict()},
+        "adapter": adapt_entry.summary(),
+        "seed": cfg.seed,
+        "metrics": ev.metrics,
+        "per_scene": ev.per_scene,
+        "train": trained.record,
+        "train_key": train_key,
+        "eval_key": eval_key,
+        "checkpoint": str(trained.path),
+        "data": {s: {"dataset": sp.dataset, "reference": sp.reference, "scenes": [x.id for x in sp.scenes],
+                     "files": sp.files} for s, sp in splits.items()},
+        "versions": versions(),
+        "git": git_state(),
+        "hardware": {**hardware(), "device": device},
+        "timings": {"data_s": t_data, "train_s": trained.record.get("train_s", 0.0) if trained.fresh else 0.0,
+                    "eval_s": t_eval, "total_s": time.perf_counter() - t0},
+    }
+    figure = None
+    if cfg.figure:
+        from bench.figures import run_figure
+
+        figure = run_figure(result_path.with_suffix(".png"), splits["test"], ev, space, list(scenario.bands),
+                            title=f"{cfg.model} x {cfg.norm} on {scenario.name}")
+        result["figure"] = str(figure)
+    write_json(result_path, result)
+    if cfg.leaderboards:
+        from bench.leaderboard import write_leaderboards
+
+        write_leaderboards(cfg.out, cfg.leaderboards, scenarios=[scenario.name])
+    return RunResult(result_path, ev.metrics, figure, trained.fresh, False)
+
+
+def _ident(entry: Any) -> dict[str, Any]:
+    """What of a registry entry determines results (not its description or where it was declared)."""
+    return {"name": entry.name, "type": entry.builder.name,
+            "settings": {k: v for k, v in entry.settings.items() if k != "description"}}
+
+
+def _command() -> str:
+    import shlex
+
+    argv = [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
+    return shlex.join(argv)
+
+
+__all__ = ["RunConfig", "RunResult", "run", "STUDY_RECIPE", "BenchError"]
