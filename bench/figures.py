@@ -45,8 +45,8 @@ def run_figure(path: Path, test: Split, ev: Evaluation, space: EvalSpace, bands:
         s = ev.per_scene[scene.id]
         miou = "n/a" if s["miou"] is None else f"{s['miou']:.2f}"
         row[0].imshow(rgb(scene.image, bands))
-        row[0].set_title(f"{scene.id}" + (f" ({scene.meta['acquired'][:10]})" if scene.meta.get("acquired") else ""),
-                         fontsize=9)
+        date = (scene.meta.get("acquired") or "")[:10]
+        row[0].set_title(scene.id if date in ("", scene.id) else f"{scene.id} ({date})", fontsize=9)
         row[1].imshow(shown(ref), cmap=cmap, vmin=0, vmax=len(names), interpolation="nearest")
         row[1].set_title(f"reference ({test.reference})", fontsize=9)
         row[2].imshow(shown(pred), cmap=cmap, vmin=0, vmax=len(names), interpolation="nearest")

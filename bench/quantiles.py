@@ -46,14 +46,16 @@ class StreamingQuantiles:
             span = max(hi - lo, abs(hi) * 1e-6, 1e-12)
             self.width[band] = 2.0 ** math.ceil(math.log2(span / (self.bins / 2)))
             self.k0[band] = math.floor(lo / self.width[band])
-        kmin, kmax = math.floor(lo / self.width[band]), math.floor(hi / self.width[band])
-        while max(kmax, self.k0[band] + self.bins - 1) - min(kmin, self.k0[band]) + 1 > self.bins:
+        # the grid must hold every value seen so far: coarsen until their bins fit, then re-anchor
+        kmin, kmax = (math.floor(v / self.width[band]) for v in (self.vmin[band], self.vmax[band]))
+        while kmax - kmin + 1 > self.bins:
             self._coarsen(band)
             kmin, kmax = kmin // 2, kmax // 2
-        if kmin < self.k0[band]:
-            shift = int(self.k0[band] - kmin)
-            self.counts[band, shift:] = self.counts[band, :-shift].copy()
-            self.counts[band, :shift] = 0
+        if kmin < self.k0[band] or kmax > self.k0[band] + self.bins - 1:
+            moved = np.zeros(self.bins, dtype=np.int64)
+            used = np.nonzero(self.counts[band])[0]
+            moved[used + int(self.k0[band] - kmin)] = self.counts[band, used]
+            self.counts[band] = moved
             self.k0[band] = kmin
         idx = np.floor(v / self.width[band]).astype(np.int64) - self.k0[band]
         np.clip(idx, 0, self.bins - 1, out=idx)  # guards float rounding at the grid's two ends
