@@ -80,14 +80,16 @@ def train_or_load(cfg: Any, recipe: dict[str, Any], model_entry: Entry, norm_ent
     ckpt_dir = train_dir / "checkpoints"
     resume = _resume_from(ckpt_dir / "last.ckpt") if not cfg.force else None
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_miou", mode="max",
-                                 save_top_k=1, save_last=True, enable_version_counter=False)
+                                 save_top_k=1, save_last=True, enable_version_counter=False,
+                                 save_on_train_epoch_end=False)
     trainer = pl.Trainer(
         max_epochs=recipe["epochs"], max_steps=recipe["max_steps"], accelerator=cfg.accelerator,
         devices=cfg.devices, deterministic=True, num_sanity_val_steps=0,
         reload_dataloaders_every_n_epochs=1, log_every_n_steps=1,
         enable_progress_bar=cfg.progress, enable_model_summary=False,
         logger=CSVLogger(train_dir, name="logs", version=""),
-        callbacks=[checkpoint, EarlyStopping("val_miou", mode="max", patience=recipe["patience"]),
+        callbacks=[checkpoint, EarlyStopping("val_miou", mode="max", patience=recipe["patience"],
+                                 check_on_train_epoch_end=False),
                    _NormalizerInCheckpoint(normalizer), *cfg.callbacks],
     )
     write_json(train_dir / "train.json", {"identity": train_id, "status": "training"})

@@ -1,0 +1,138 @@
+"""`bench run` end to end on the embedded real data, in-process, on tiny patches."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+
+from bench.cli import main
+from bench.runner import RunConfig, run
+
+pytestmark = pytest.mark.filterwarnings("ignore:imagenet weights")
+
+TINY = ["--patch-size", "64", "--batch-size", "4", "--samples-per-epoch", "8", "--epochs", "2", "--quiet"]
+
+
+def bench(tmp: Path, *args: str) -> int:
+    return main(["run", *TINY, "--out", str(tmp / "runs"), "--leaderboards", str(tmp / "lb"), *args])
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    assert bench(tmp) == 0  # the default: unet_mnv2 x percentile x samples_cross
+    (result,) = (tmp / "runs" / "results" / "samples_cross").glob("*.json")
+    return tmp, result, json.loads(result.read_text())
+
+
+def test_result_holds_what_reproduces_and_audits_the_run(first_run):
+    tmp, path, r = first_run
+    assert r["config"]["model"] == "unet_mnv2" and r["config"]["norm"] == "percentile"
+    assert r["scenario"]["name"] == "samples_cross" and r["scenario"]["version"] == 1
+    assert r["scenario"]["reference"] == "algorithmic"
+    assert len(r["normalizer"]["state"]["p_low"]) == 6
+    assert r["model"]["weights"].startswith("random")
+    m = r["metrics"]
+    assert m["classes"] == ["cloud", "not_cloud"] and m["n_pixels"] == 5 * 101 * 100
+    assert sum(map(sum, m["confusion"])) == m["n_pixels"]
+    assert set(r["per_scene"]) == {"2015-07-11", "2015-07-31", "2015-08-20", "2015-08-30", "2015-09-09"}
+    assert sum(s["n_pixels"] for s in r["per_scene"].values()) == m["n_pixels"]
+    assert r["recipe"]["patch_size"] == 64 and r["train"]["steps"] == 4  # 2 epochs x 8 crops / batch 4
+    assert all(len(h) == 64 for split in r["data"].values() for h in split["files"].values())
+    assert {"torch", "segmentation-models-pytorch", "pytorch-lightning"} <= set(r["versions"])
+    assert "commit" in r["git"] and "dirty" in r["git"]
+    assert r["hardware"]["cpus"] >= 1 and r["timings"]["total_s"] > 0
+    assert r["command"].startswith("bench run --patch-size 64")
+    assert Path(r["checkpoint"]).exists() and Path(r["figure"]).stat().st_size > 10_000
+    board = (tmp / "lb" / "samples_cross.md").read_text()
+    assert "| unet_mnv2 | percentile |" in board and "bench run --patch-size 64" in board
+    assert "algorithmic" in board
+
+
+def test_same_command_again_skips_the_existing_result(first_run, capsys):
+    tmp, path, r = first_run
+    before = path.stat().st_mtime_ns
+    assert bench(tmp) == 0
+    assert "result exists, skipped" in capsys.readouterr().err
+    assert path.stat().st_mtime_ns == before
+
+
+def test_another_test_source_reuses_the_trained_model(first_run, capsys):
+    tmp, _, r = first_run
+    models = sorted((tmp / "runs" / "models").iterdir())
+    assert bench(tmp, "--scenario", "samples_intra") == 0
+    assert "reusing trained model" in capsys.readouterr().out
+    assert sorted((tmp / "runs" / "models").iterdir()) == models  # nothing new was trained
+    (intra,) = (tmp / "runs" / "results" / "samples_intra").glob("*.json")
+    intra = json.loads(intra.read_text())
+    assert intra["train_key"] == r["train_key"] and intra["eval_key"] != r["eval_key"]
+    assert intra["metrics"]["classes"] == ["clear", "cloud", "cloud_shadow"]
+
+
+def test_same_seed_gives_the_same_metrics(first_run, tmp_path):
+    _, _, r = first_run
+    assert bench(tmp_path) == 0
+    (again,) = (tmp_path / "runs" / "results" / "samples_cross").glob("*.json")
+    assert json.loads(again.read_text())["metrics"] == r["metrics"]
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopAfterFirstEpoch(pl.Callback):
+    def on_train_epoch_end(self, trainer, module):
+        if trainer.current_epoch == 0:
+            raise Interrupt
+
+
+def test_interrupted_training_resumes_to_the_same_result(first_run, tmp_path):
+    _, _, r = first_run
+    cfg = dict(patch_size=64, batch_size=4, samples_per_epoch=8, epochs=2, out=str(tmp_path / "runs"),
+               leaderboards=None, progress=False, figure=False)
+    with pytest.raises(Interrupt):
+        run(RunConfig(**cfg, callbacks=[StopAfterFirstEpoch()]))
+    (model_dir,) = (tmp_path / "runs" / "models").iterdir()
+    assert (model_dir / "checkpoints" / "last.ckpt").exists() and not (model_dir / "model.pt").exists()
+    assert not (tmp_path / "runs" / "results").exists()  # nothing half-written
+    res = run(RunConfig(**cfg))
+    result = json.loads(res.path.read_text())
+    assert result["train"]["resumed_from"].endswith("last.ckpt")
+    assert result["metrics"] == r["metrics"]  # same as the uninterrupted run
+
+
+def test_truncated_checkpoint_and_result_are_set_aside(first_run, tmp_path):
+    cfg = dict(patch_size=64, batch_size=4, samples_per_epoch=8, epochs=1, out=str(tmp_path / "runs"),
+               leaderboards=None, progress=False, figure=False)
+    res = run(RunConfig(**cfg))
+    (model_dir,) = (tmp_path / "runs" / "models").iterdir()
+    final = model_dir / "model.pt"
+    final.write_bytes(final.read_bytes()[:1000])
+    res.path.write_text(res.path.read_text()[:100])
+    with pytest.warns(UserWarning, match="unreadable.*set aside") as record:
+        again = run(RunConfig(**cfg))
+    aside = {Path(str(w.message).split("set aside as ")[-1]).name for w in record if "set aside" in str(w.message)}
+    assert {"model.pt.corrupt", res.path.name + ".corrupt"} <= aside
+    assert json.loads(again.path.read_text())["train"]["steps"] == 2 and final.exists()
+
+
+def test_bad_flags_and_names_give_clear_errors(capsys, tmp_path):
+    assert main(["run", "--norm", "percentil", "--out", str(tmp_path)]) == 2
+    assert "unknown normalizer 'percentil'; did you mean 'percentile'?" in capsys.readouterr().err
+    assert main(["run", "--scenario", "samples_crosss", "--out", str(tmp_path)]) == 2
+    assert "did you mean 'samples_cross'" in capsys.readouterr().err
+    assert main(["run", "--patch-size", "100", "--out", str(tmp_path)]) == 2
+    assert "multiple of 32" in capsys.readouterr().err
+    assert main(["run", "--data-root", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "--epochs", "0"])
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("cloudbench ")
