@@ -1,0 +1,74 @@
+"""The evaluation pipeline (normalization, tiling, folding, confusion matrix) against bare model inference
+on the same tiles, in one run; runs alternate to share the machine's noise.
+
+Scene: the real ukis-csmask patch mirrored to 1024 x 1024 (16 tiles of 256). Prints tiles/s of each
+and the ratio pipeline / bare (target >= 0.90).
+
+    python benchmarks/eval_overhead.py [--patch 256 --batch 16 --rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from bench.data import Split, load_split, model_input, pad_to, tile_grid
+from bench.datasets import SceneData
+from bench.evaluate import evaluate
+from bench.registry import get_registry
+from bench.scenarios import load_scenario
+
+warnings.filterwarnings("ignore")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--patch", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_grad_enabled(False)
+    src = load_split(load_scenario("samples_intra"), "train")
+    full = load_split(load_scenario("samples_intra"), "test")
+    s = full.scenes[0]
+    ukis = src.scenes[0]  # 512 x 384 -> mirror into 1024 x 768
+    image = np.concatenate([np.concatenate([ukis.image, ukis.image[:, :, ::-1]], 2)] * 2, 1)
+    codes = np.concatenate([np.concatenate([ukis.codes, ukis.codes[:, ::-1]], 1)] * 2, 0)
+    scene = SceneData("mirrored", image, codes, np.ones(codes.shape, bool), {})
+    test = Split("test", s.meta.get("dataset", "ukis"), [scene], full.labels, full.reference)
+    space = full.labels.finest_space()
+    norm = get_registry().get("norm", "percentile").build().fit(src.samples())
+    model = get_registry().get("model", "unet_mnv2").build(in_channels=6).module.eval()
+    tiles = tile_grid(*image.shape[1:], args.patch)
+    normed = norm.transform(image)
+    stacked = torch.stack([model_input(pad_to(normed[:, r0:r1, c0:c1], args.patch)) for r0, c0, r1, c1 in tiles])
+
+    def bare() -> float:
+        t0 = time.perf_counter()
+        for i in range(0, len(stacked), args.batch):
+            model(stacked[i:i + args.batch]).argmax(1)
+        return len(tiles) / (time.perf_counter() - t0)
+
+    def pipeline() -> float:
+        t0 = time.perf_counter()
+        evaluate(model, norm, test, space, args.patch, args.batch)
+        return len(tiles) / (time.perf_counter() - t0)
+
+    bare()
+    rates = {"bare": [], "pipeline": []}
+    for _ in range(args.rounds):
+        rates["pipeline"].append(pipeline())
+        rates["bare"].append(bare())
+    p, b = max(rates["pipeline"]), max(rates["bare"])
+    print(f"{len(tiles)} tiles of {args.patch}, batch {args.batch}, {args.rounds} rounds (best of each)")
+    print(f"bare inference     : {b:6.2f} tiles/s")
+    print(f"evaluation pipeline: {p:6.2f} tiles/s")
+    print(f"ratio pipeline / bare: {p / b:.3f}  (target >= 0.90)")
+
+
+if __name__ == "__main__":
+    main()
