@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--patience", type=_positive_int, help="early-stopping patience in epochs on val mIoU")
     r.add_argument("--data-root", help="folder holding downloaded datasets (or set CLOUDBENCH_DATA)")
     r.add_argument("--out", default="runs", help="folder for trained models and results (default: runs)")
-    r.add_argument("--leaderboards", default="leaderboards", help="folder for leaderboards ('' to skip)")
+    r.add_argument("--leaderboards", default=None, help="folder for the scenario's leaderboard (default: <out>/leaderboards)")
+    r.add_argument("--no-leaderboard", action="store_true", help="do not regenerate the scenario's leaderboard")
     r.add_argument("--force", action="store_true", help="redo training and evaluation even if results exist")
     r.add_argument("--strict", action="store_true", help="refuse NaN / inf pixels instead of treating them as nodata")
     r.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, ...")
@@ -98,7 +99,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                     epochs=args.epochs, batch_size=args.batch_size, patch_size=args.patch_size,
                     max_steps=args.max_steps, samples_per_epoch=args.samples_per_epoch, lr=args.lr,
                     patience=args.patience, data_root=args.data_root, out=args.out,
-                    leaderboards=args.leaderboards or None, force=args.force, strict=args.strict,
+                    leaderboards=False if args.no_leaderboard else (args.leaderboards or True), force=args.force, strict=args.strict,
                     accelerator=args.accelerator, devices=args.devices, num_workers=args.num_workers,
                     figure=not args.no_figure, progress=not args.quiet, command=shlex.join(["bench", *argv]))
     cfg.validate()
@@ -111,8 +112,8 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     print(f"result:      {res.path}")
     if res.figure:
         print(f"figure:      {res.figure}")
-    if cfg.leaderboards:
-        print(f"leaderboard: {cfg.leaderboards}/{res.path.parent.name}.md")
+    if res.leaderboard:
+        print(f"leaderboard: {res.leaderboard}")
     return 0
 
 

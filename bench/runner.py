@@ -43,7 +43,7 @@ class RunConfig:
     # where and how
     data_root: str | None = None
     out: str = "runs"
-    leaderboards: str | None = "leaderboards"
+    leaderboards: str | bool = True  # True: <out>/leaderboards; False: none; or a folder
     force: bool = False
     strict: bool = False
     accelerator: str = "auto"
@@ -93,6 +93,7 @@ class RunResult:
     path: Path
     metrics: dict[str, Any]
     figure: Path | None
+    leaderboard: Path | None
     trained: bool  # False when the model came from an earlier run
     skipped: bool  # True when the result already existed
 
@@ -136,7 +137,7 @@ def run(cfg: RunConfig) -> RunResult:
         if existing is not None:
             print(f"result exists, skipped (pass --force to redo): {result_path}", file=sys.stderr)
             fig = result_path.with_suffix(".png")
-            return RunResult(result_path, existing["metrics"], fig if fig.exists() else None, False, True)
+            return RunResult(result_path, existing["metrics"], fig if fig.exists() else None, None, False, True)
 
     train_dir = out / "models" / f"{cfg.model}-{cfg.norm}-s{cfg.seed}-{train_key[:10]}"
     trained = train_or_load(cfg, recipe, model_entry, norm_entry, scenario, splits, space, train_dir, train_id)
@@ -180,11 +181,13 @@ def run(cfg: RunConfig) -> RunResult:
                             title=f"{cfg.model} x {cfg.norm} on {scenario.name}")
         result["figure"] = str(figure)
     write_json(result_path, result)
-    if cfg.leaderboards:
+    board = None
+    if cfg.leaderboards is not False:
         from bench.leaderboard import write_leaderboards
 
-        write_leaderboards(cfg.out, cfg.leaderboards, scenarios=[scenario.name])
-    return RunResult(result_path, ev.metrics, figure, trained.fresh, False)
+        dest = out / "leaderboards" if cfg.leaderboards is True else Path(cfg.leaderboards)
+        board = write_leaderboards(cfg.out, dest, scenarios=[scenario.name])[0]
+    return RunResult(result_path, ev.metrics, figure, board, trained.fresh, False)
 
 
 def _ident(entry: Any) -> dict[str, Any]:

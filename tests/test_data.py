@@ -117,7 +117,7 @@ def test_patch_larger_than_a_training_scene(tiny_dataset, tmp_path):
 
     scenario = write_scenario(tmp_path / "s.toml", str(tiny_dataset), str(tiny_dataset))
     rc = main(["run", "--scenario", str(scenario), "--patch-size", "256", "--out", str(tmp_path / "runs"),
-               "--leaderboards", "", "--quiet"])
+               "--no-leaderboard", "--quiet"])
     assert rc == 2
 
 

@@ -142,7 +142,7 @@ def test_entry_point_plugin_is_listed_and_runs(plugin_site, tmp_path, capsys, ti
 
     scenario = write_scenario(tmp_path / "plug.toml", str(tiny_dataset), str(tiny_dataset))
     assert main(["run", "--norm", "minmax_demo", "--scenario", str(scenario), "--out", str(tmp_path / "runs"),
-                 "--leaderboards", "", "--quiet", "--no-figure", "--max-steps", "1"]) == 0
+                 "--no-leaderboard", "--quiet", "--no-figure", "--max-steps", "1"]) == 0
     import json
 
     (result,) = (tmp_path / "runs" / "results" / "plug").glob("*.json")
