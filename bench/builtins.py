@@ -21,9 +21,10 @@ def catalogue_dir(name: str) -> Path:
 
 def register(reg: Registry) -> None:
     """Builders from the package's modules, then the TOML entries that use them."""
-    from bench import adapters, datasets, models, normalizers, scenarios
+    from bench import adapters, models, normalizers, scenarios
+    from bench.datasets import geotiff
 
-    for module in (models, normalizers, adapters, datasets, scenarios):
+    for module in (models, normalizers, adapters, geotiff, scenarios):
         reg.add_module(module)
     reg.add_toml_tables("model", catalogue_dir("registry") / "models.toml")
     reg.add_toml_tables("norm", catalogue_dir("registry") / "norms.toml")

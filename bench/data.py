@@ -11,14 +11,17 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
 
-from bench.datasets import SceneData, sha256
+from bench.datasets import Dataset, SceneData, sha256
 from bench.errors import DataError
 from bench.labels import IGNORE, EvalSpace, LabelMap
 from bench.normalizers import Normalizer
@@ -26,30 +29,84 @@ from bench.scenarios import Scenario
 
 
 @dataclass
+class SceneRef:
+    """A scene of a dataset, read on demand in the scenario's bands and window."""
+
+    dataset: Dataset
+    id: str
+    bands: list[str]
+    window: tuple[slice, slice] | None = None
+    strict: bool = False
+
+    def shape(self) -> tuple[int, int]:
+        h, w = self.dataset.scene_shape(self.id)
+        if self.window is None:
+            return h, w
+        rows, cols = self.window
+        return len(range(h)[rows]), len(range(w)[cols])
+
+    def load(self) -> SceneData:
+        return self.dataset.read(self.id, self.bands, self.window, strict=self.strict)
+
+
+class _Scenes(Sequence):
+    """The scenes of a split, read on first use and kept in a small LRU cache."""
+
+    def __init__(self, refs: list[SceneRef], cache_size: int) -> None:
+        self.refs, self.cache_size = refs, cache_size
+        self._cache: OrderedDict[int, SceneData] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, i):  # noqa: ANN001 - int or slice
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = range(len(self))[i]
+        if i in self._cache:
+            self._cache.move_to_end(i)
+        else:
+            self._cache[i] = self.refs[i].load()
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return self._cache[i]
+
+
+@dataclass
 class Split:
-    """The scenes of one split in memory, with their label mapping and the files they came from."""
+    """The scenes of one split (read lazily), their label mapping and the files they come from."""
 
     name: str
     dataset: str
-    scenes: list[SceneData]
+    refs: list[SceneRef]
     labels: LabelMap
     reference: str
     files: dict[str, str] = field(default_factory=dict)  # path -> sha256
+    cache_size: int = 64
+
+    def __post_init__(self) -> None:
+        self.scenes = _Scenes(self.refs, self.cache_size)
 
     def samples(self):
-        """``(image, valid)`` pairs, as normalizers fit on them."""
+        """``(image, valid)`` pairs, as normalizers fit on them (streamed, one scene at a time)."""
         return ((s.image, s.valid) for s in self.scenes)
+
+    @classmethod
+    def of(cls, name: str, scenes: list[SceneData], labels: LabelMap, reference: str) -> "Split":
+        """A split of scenes already in memory (benchmarks, notebooks)."""
+        split = cls(name, "memory", [], labels, reference)
+        split.scenes = scenes
+        return split
 
 
 def load_split(scenario: Scenario, split: str, strict: bool = False) -> Split:
-    """Read every scene of ``split`` in the scenario's bands (and window)."""
+    """The scenes of ``split`` in the scenario's bands and window (checked now, read lazily)."""
     ds = scenario.dataset(split)
     source = scenario.sources[split]
-    scenes, files = [], {}
-    for sid in source.select(ds):
-        scenes.append(ds.read(sid, list(scenario.bands), source.slices(), strict=strict))
-        files.update({str(p): sha256(p) for p in ds.files(sid)})
-    return Split(split, ds.name, scenes, ds.labels, ds.reference, files)
+    ds.band_indices(list(scenario.bands))  # a missing band fails before any training
+    refs = [SceneRef(ds, sid, list(scenario.bands), source.slices(), strict) for sid in source.select(ds)]
+    files = {str(p): sha256(p) for ref in refs for p in ds.files(ref.id)}
+    return Split(split, ds.name, refs, ds.labels, ds.reference, files)
 
 
 def tile_grid(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
@@ -72,34 +129,41 @@ def model_input(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.nan_to_num(x.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0))
 
 
-def train_targets(scene: SceneData, labels: LabelMap) -> np.ndarray:
-    y = labels.train_targets(scene.codes)
-    y[~scene.valid] = IGNORE
+def train_targets(codes: np.ndarray, valid: np.ndarray, labels: LabelMap) -> np.ndarray:
+    """Project class index per pixel, IGNORE where nodata."""
+    y = labels.train_targets(codes)
+    y[~valid] = IGNORE
     return y
 
 
-class RandomCrops(Dataset):
+def reference_groups(codes: np.ndarray, valid: np.ndarray, labels: LabelMap, space: EvalSpace) -> np.ndarray:
+    """Group of ``space`` per reference pixel, IGNORE where nodata."""
+    ref = labels.reference_groups(codes, space)
+    ref[~valid] = IGNORE
+    return ref
+
+
+class RandomCrops(TorchDataset):
     """``length`` random crops per epoch; call :meth:`set_epoch` before each epoch."""
 
     def __init__(self, split: Split, normalizer: Normalizer, patch: int, length: int, seed: int) -> None:
-        self.images = [s.image for s in split.scenes]
-        self.targets = [train_targets(s, split.labels) for s in split.scenes]
-        self.normalizer, self.patch, self.length, self.seed = normalizer, patch, length, seed
-        for s in split.scenes:
-            h, w = s.image.shape[1:]
+        self.split, self.normalizer, self.patch, self.length, self.seed = split, normalizer, patch, length, seed
+        self.shapes = [s.image.shape[1:] for s in split.scenes] if not split.refs else [r.shape() for r in split.refs]
+        for k, (h, w) in enumerate(self.shapes):
             if patch > min(h, w):
-                raise DataError(f"patch size {patch} is larger than training scene {s.id!r} of dataset "
+                sid = split.refs[k].id if split.refs else split.scenes[k].id
+                raise DataError(f"patch size {patch} is larger than training scene {sid!r} of dataset "
                                 f"{split.dataset!r} ({h} x {w} px); pass a --patch-size of at most "
                                 f"{min(h, w) // 32 * 32}")
-        area = np.array([im.shape[1] * im.shape[2] for im in self.images], dtype=np.float64)
+        area = np.array([h * w for h, w in self.shapes], dtype=np.float64)
         self.weights = area / area.sum()
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         rng = np.random.default_rng([self.seed, epoch])
         self.picks = []
-        for k in rng.choice(len(self.images), size=self.length, p=self.weights):
-            h, w = self.images[k].shape[1:]
+        for k in rng.choice(len(self.shapes), size=self.length, p=self.weights):
+            h, w = self.shapes[k]
             self.picks.append((int(k), int(rng.integers(0, h - self.patch + 1)),
                                int(rng.integers(0, w - self.patch + 1))))
 
@@ -109,32 +173,29 @@ class RandomCrops(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         k, r, c = self.picks[i]
         p = self.patch
-        x = self.normalizer.transform(self.images[k][:, r:r + p, c:c + p])
-        y = self.targets[k][r:r + p, c:c + p]
+        scene = self.split.scenes[k]
+        x = self.normalizer.transform(scene.image[:, r:r + p, c:c + p])
+        y = train_targets(scene.codes[r:r + p, c:c + p], scene.valid[r:r + p, c:c + p], self.split.labels)
         return model_input(x), torch.from_numpy(y.astype(np.int64))
 
 
-class Tiles(Dataset):
+class Tiles(TorchDataset):
     """Evaluation tiles of every scene, padded to ``patch``; targets are groups of ``space``."""
 
     def __init__(self, split: Split, normalizer: Normalizer, patch: int, space: EvalSpace) -> None:
-        self.patch = patch
-        self.images, self.refs, self.items = [], [], []
-        for k, s in enumerate(split.scenes):
-            self.images.append(normalizer.transform(s.image))
-            ref = split.labels.reference_groups(s.codes, space)
-            ref[~s.valid] = IGNORE
-            self.refs.append(ref)
-            self.items += [(k, *t) for t in tile_grid(*s.image.shape[1:], patch)]
+        self.split, self.normalizer, self.patch, self.space = split, normalizer, patch, space
+        shapes = [s.image.shape[1:] for s in split.scenes] if not split.refs else [r.shape() for r in split.refs]
+        self.items = [(k, *t) for k, shape in enumerate(shapes) for t in tile_grid(*shape, patch)]
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         k, r0, c0, r1, c1 = self.items[i]
-        x = pad_to(self.images[k][:, r0:r1, c0:c1], self.patch)
-        y = pad_to(self.refs[k][r0:r1, c0:c1], self.patch, value=IGNORE)
-        return model_input(x), torch.from_numpy(y.astype(np.int64))
+        scene = self.split.scenes[k]
+        x = pad_to(self.normalizer.transform(scene.image[:, r0:r1, c0:c1]), self.patch)
+        ref = reference_groups(scene.codes[r0:r1, c0:c1], scene.valid[r0:r1, c0:c1], self.split.labels, self.space)
+        return model_input(x), torch.from_numpy(pad_to(ref, self.patch, value=IGNORE).astype(np.int64))
 
 
 class CloudDataModule(pl.LightningDataModule):

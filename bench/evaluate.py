@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.data import Split, model_input, pad_to, tile_grid
+from bench.data import Split, model_input, pad_to, reference_groups, tile_grid
 from bench.labels import IGNORE, EvalSpace
 from bench.metrics import NAN_RULE, confusion, scores
 from bench.normalizers import Normalizer
@@ -52,8 +52,7 @@ def evaluate(model: nn.Module, normalizer: Normalizer, test: Split, space: EvalS
     per_scene, preds, refs = {}, {}, {}
     for scene in test.scenes:
         pred = lut[predict_scene(model, normalizer.transform(scene.image), patch, batch_size, device)]
-        ref = test.labels.reference_groups(scene.codes, space)
-        ref[~scene.valid] = IGNORE
+        ref = reference_groups(scene.codes, scene.valid, test.labels, space)
         pred[~scene.valid] = IGNORE
         cm = confusion(ref, pred, k)
         total += cm

@@ -34,12 +34,11 @@ def main() -> None:
     torch.set_grad_enabled(False)
     src = load_split(load_scenario("samples_intra"), "train")
     full = load_split(load_scenario("samples_intra"), "test")
-    s = full.scenes[0]
     ukis = src.scenes[0]  # 512 x 384 -> mirror into 1024 x 768
     image = np.concatenate([np.concatenate([ukis.image, ukis.image[:, :, ::-1]], 2)] * 2, 1)
     codes = np.concatenate([np.concatenate([ukis.codes, ukis.codes[:, ::-1]], 1)] * 2, 0)
     scene = SceneData("mirrored", image, codes, np.ones(codes.shape, bool), {})
-    test = Split("test", s.meta.get("dataset", "ukis"), [scene], full.labels, full.reference)
+    test = Split.of("test", [scene], full.labels, full.reference)
     space = full.labels.finest_space()
     norm = get_registry().get("norm", "percentile").build().fit(src.samples())
     model = get_registry().get("model", "unet_mnv2").build(in_channels=6).module.eval()

@@ -15,8 +15,9 @@ truncated file. NaN or inf pixels become nodata with a warning that counts them 
 
 from __future__ import annotations
 
-import glob
 import hashlib
+import json
+import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,7 +29,6 @@ import numpy as np
 from bench.config import check_keys, require
 from bench.errors import ConfigError, DataError, did_you_mean
 from bench.labels import LabelMap
-from bench.registry import register
 
 #: Sentinel-2 MSI band names, in the order of the L1C product (B8A after B08).
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
@@ -103,7 +103,12 @@ class Dataset:
         raise NotImplementedError
 
     def scene_meta(self, scene_id: str) -> dict[str, Any]:
+        """Metadata that scenarios filter on: ``acquired`` (ISO time), and e.g. ``split``, ``label_type``."""
         return {}
+
+    def scene_shape(self, scene_id: str) -> tuple[int, int]:
+        """(height, width) of a scene, without reading its pixels."""
+        raise NotImplementedError
 
     def files(self, scene_id: str) -> list[Path]:
         """Files read for a scene (their sha256 goes into results)."""
@@ -144,7 +149,7 @@ class Dataset:
         return SceneData(scene_id, refl, codes.astype(np.int32), valid, meta)
 
 
-def _parse_common(settings: Mapping[str, Any], where: str) -> dict[str, Any]:
+def parse_common(settings: Mapping[str, Any], where: str) -> dict[str, Any]:
     reference = require(settings, "reference", where)
     if reference not in REFERENCE_TYPES:
         raise ConfigError(f"{where}: reference must be one of {REFERENCE_TYPES}, got {reference!r}")
@@ -159,98 +164,8 @@ def _parse_common(settings: Mapping[str, Any], where: str) -> dict[str, Any]:
             "scale": Scale.parse(settings.get("scale", {}), f"{where} [scale]")}
 
 
-GEOTIFF_KEYS = {"name", "version", "type", "description", "license", "reference", "bands", "scale", "labels",
-                "images", "masks", "root"}
-
-
-def _check_geotiff(settings: Mapping[str, Any], where: str) -> None:
-    check_keys(settings, GEOTIFF_KEYS, where)
-    require(settings, "images", where)
-    require(settings, "masks", where)
-    _parse_common(settings, where)
-
-
-@register("dataset", "geotiff", check=_check_geotiff)
-def geotiff(**settings: Any) -> "GeoTiffDataset":
-    """A folder of image GeoTIFFs with label GeoTIFFs matched by name."""
-    return GeoTiffDataset(settings)
-
-
-class GeoTiffDataset(Dataset):
-    """Images matched to masks by file stem: ``images = "images/*.tif"``, ``masks = "masks/{stem}.tif"``.
-
-    Paths are relative to ``root`` (default: the folder of the TOML file). Each image's bands are in
-    the declared ``bands`` order; the acquisition time comes from the GeoTIFF tag ``ACQUIRED`` if set.
-    """
-
-    def __init__(self, settings: Mapping[str, Any]) -> None:
-        where = settings.get("_origin", "dataset")
-        common = _parse_common(settings, where)
-        super().__init__(settings["name"], version=int(settings.get("version", 1)),
-                         description=settings.get("description", ""), origin=where, **common)
-        base = Path(settings.get("_origin", ".")).parent
-        self.root = (base / settings.get("root", ".")).resolve()
-        self.images_glob, self.masks_template = settings["images"], settings["masks"]
-        self._scenes: dict[str, tuple[Path, Path]] | None = None
-
-    def _index(self) -> dict[str, tuple[Path, Path]]:
-        if self._scenes is None:
-            images = sorted(Path(p) for p in glob.glob(str(self.root / self.images_glob)))
-            if not images:
-                raise DataError(f"dataset {self.name!r}: no image matches {self.root / self.images_glob}; "
-                                "check 'root' and 'images' in its TOML")
-            self._scenes = {}
-            for img in images:
-                mask = self.root / self.masks_template.format(stem=img.stem, name=img.name)
-                if mask.resolve() == img.resolve():
-                    continue
-                if not mask.exists():
-                    raise DataError(f"dataset {self.name!r}: image {img} has no mask at {mask}")
-                self._scenes[img.stem] = (img, mask)
-        return self._scenes
-
-    def scene_ids(self) -> list[str]:
-        return list(self._index())
-
-    def files(self, scene_id: str) -> list[Path]:
-        return list(self._index()[scene_id])
-
-    def scene_meta(self, scene_id: str) -> dict[str, Any]:
-        img, _ = self._index()[scene_id]
-        with _open(img) as src:
-            tags = src.tags()
-        return {"acquired": tags.get("ACQUIRED")} if tags.get("ACQUIRED") else {}
-
-    def read(self, scene_id: str, bands: list[str], window: tuple[slice, slice] | None = None,
-             strict: bool = False) -> SceneData:
-        from rasterio.windows import Window
-
-        img_path, mask_path = self._index()[scene_id]
-        idx = self.band_indices(bands)
-        with _open(img_path) as img, _open(mask_path) as msk:
-            if img.count != len(self.bands):
-                raise DataError(f"{img_path}: has {img.count} bands, dataset {self.name!r} declares "
-                                f"{len(self.bands)} ({', '.join(self.bands)})")
-            if (img.height, img.width) != (msk.height, msk.width):
-                raise DataError(f"{img_path} is {img.height}x{img.width} but its mask {mask_path} is "
-                                f"{msk.height}x{msk.width}")
-            if img.crs != msk.crs:
-                raise DataError(f"{img_path} has CRS {img.crs} but its mask {mask_path} has {msk.crs}")
-            win = None
-            if window is not None:
-                rows, cols = window
-                win = Window.from_slices(rows, cols, height=img.height, width=img.width, boundless=False)
-            try:
-                raw = img.read([i + 1 for i in idx], window=win)
-                codes = msk.read(1, window=win)
-            except Exception as err:  # rasterio raises its own errors for truncated or corrupt files
-                raise DataError(f"{img_path}: cannot read ({err}); the file is truncated or corrupt") from None
-            meta = {"acquired": img.tags().get("ACQUIRED"), "crs": str(img.crs) if img.crs else None,
-                    "dataset": self.name}
-        return self.finish(scene_id, raw, codes, str(img_path), strict, meta)
-
-
-def _open(path: Path):
+def open_raster(path: Path | str):
+    """``rasterio.open`` with a DataError naming the file when it is missing, truncated or not a raster."""
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
 
@@ -262,18 +177,41 @@ def _open(path: Path):
         raise DataError(f"{path}: not a readable GeoTIFF ({err})") from None
 
 
-def sha256(path: str | Path, _cache: dict[tuple[str, int, float], str] = {}) -> str:  # noqa: B006
-    """sha256 of a file, cached per (path, size, mtime) for the process."""
-    p = Path(path)
+def data_root() -> Path | None:
+    """Where downloaded datasets live: ``--data-root`` (the runner sets ``CLOUDBENCH_DATA``) or the env var."""
+    root = os.environ.get("CLOUDBENCH_DATA")
+    return Path(root).expanduser() if root else None
+
+
+SHA_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cloudbench" / "sha256.json"
+_sha_memo: dict[str, str] = {}
+
+
+def sha256(path: str | Path) -> str:
+    """sha256 of a file; cached on disk per (path, size, mtime) so that multi-GB files are hashed once."""
+    p = Path(path).resolve()
     st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime)
-    if key not in _cache:
-        h = hashlib.sha256()
-        with p.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _cache[key] = h.hexdigest()
-    return _cache[key]
+    key = f"{p}|{st.st_size}|{st.st_mtime_ns}"
+    if key in _sha_memo:
+        return _sha_memo[key]
+    big = st.st_size > 64 << 20
+    if big and SHA_CACHE.exists():
+        try:
+            _sha_memo.update(json.loads(SHA_CACHE.read_text()))
+        except ValueError:
+            pass
+        if key in _sha_memo:
+            return _sha_memo[key]
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    _sha_memo[key] = h.hexdigest()
+    if big:  # only large files are worth a disk cache
+        from bench.results import write_json
+
+        write_json(SHA_CACHE, {k: v for k, v in _sha_memo.items()})
+    return _sha_memo[key]
 
 
 def load_dataset(ref: str, registry: Any = None) -> Dataset:
