@@ -22,13 +22,13 @@ def catalogue_dir(name: str) -> Path:
 def register(reg: Registry) -> None:
     """Builders from the package's modules, then the TOML entries that use them."""
     from bench import adapters, models, normalizers, scenarios
-    from bench.datasets import geotiff
+    from bench.datasets import cloudsen12, geotiff, sentinelhub
 
-    for module in (models, normalizers, adapters, geotiff, scenarios):
+    for module in (models, normalizers, adapters, geotiff, cloudsen12, sentinelhub, scenarios):
         reg.add_module(module)
     reg.add_toml_tables("model", catalogue_dir("registry") / "models.toml")
     reg.add_toml_tables("norm", catalogue_dir("registry") / "norms.toml")
-    for path in sorted(SAMPLES.glob("*/dataset.toml")):
+    for path in [*sorted(SAMPLES.glob("*/dataset.toml")), *sorted((catalogue_dir("registry") / "datasets").glob("*.toml"))]:
         reg.add_toml_file("dataset", path, default_type="geotiff")
     for path in sorted(catalogue_dir("scenarios").glob("*.toml")):
         reg.add_toml_file("scenario", path, default_type="scenario")

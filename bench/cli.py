@@ -56,6 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("kind", nargs="?", default=None, help="models | norms | adapters | scenarios | datasets (default: all)")
     ls.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'unet_*'")
 
+    data = sub.add_parser("data", help="datasets: info, download, verify, check")
+    dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    dsub.add_parser("info", help="every dataset, its reference type and whether its data is found")
+    dl = dsub.add_parser("download", help="fetch a dataset into the data root (needs internet)")
+    dl.add_argument("name", help="cloudsen12, copernicus_cloud_s2, or a sentinelhub dataset")
+    vf = dsub.add_parser("verify", help="check downloaded files against their SHA256SUMS")
+    vf.add_argument("name")
+    ck = dsub.add_parser("check", help="validate every file of a dataset TOML and print a summary table")
+    ck.add_argument("toml")
+    ck.add_argument("--strict", action="store_true", help="NaN / inf pixels are errors")
+    for sp in (dsub.choices["info"], dl, vf):
+        sp.add_argument("--data-root", help="folder of downloaded datasets (default: CLOUDBENCH_DATA)")
+
     lb = sub.add_parser("leaderboard", help="regenerate leaderboards/<scenario>.md and .csv from stored results")
     lb.add_argument("--runs", default="runs", help="folder of results (default: runs)")
     lb.add_argument("--dest", default="leaderboards")
@@ -117,6 +130,30 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    import os
+
+    from bench import catalog
+
+    if getattr(args, "data_root", None):
+        os.environ["CLOUDBENCH_DATA"] = str(args.data_root)
+    if args.data_command == "info":
+        catalog.print_table(catalog.info())
+        return 0
+    if args.data_command == "download":
+        for path in catalog.download(args.name, args.data_root):
+            print(path)
+        return 0
+    if args.data_command == "verify":
+        rows = catalog.verify(args.name, args.data_root)
+        catalog.print_table(rows)
+        return 0 if all(r["status"] == "ok" for r in rows) else 1
+    rows, ok = catalog.check(args.toml, strict=args.strict)
+    catalog.print_table(rows)
+    print(f"\n{len(rows)} scenes, {sum(r['status'].startswith('ERROR') for r in rows)} with errors")
+    return 0 if ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``bench``; returns the exit code (0 ok, 1 nothing found, 2 error, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -132,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args, argv)
         if args.command == "list":
             return cmd_list(args)
+        if args.command == "data":
+            return cmd_data(args)
         if args.command == "leaderboard":
             from bench.leaderboard import main_leaderboard
 

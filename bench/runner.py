@@ -11,6 +11,7 @@ resumes from its last checkpoint when the same run is started again.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -109,6 +110,8 @@ def run(cfg: RunConfig) -> RunResult:
     from bench.training import train_or_load
 
     cfg.validate()
+    if cfg.data_root:  # datasets find downloaded data through CLOUDBENCH_DATA (see bench.datasets.data_root)
+        os.environ["CLOUDBENCH_DATA"] = str(Path(cfg.data_root).resolve())
     t0 = time.perf_counter()
     reg = get_registry()
     model_entry, norm_entry, adapt_entry = (reg.get("model", cfg.model), reg.get("norm", cfg.norm),

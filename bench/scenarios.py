@@ -41,7 +41,7 @@ from bench.registry import Registry, get_registry, register
 
 SPLITS = ("train", "val", "test")
 SCENARIO_KEYS = {"name", "version", "description", "type", "bands", "recipe", "evaluation", *SPLITS}
-SOURCE_KEYS = {"dataset", "window", "scenes", "months"}
+SOURCE_KEYS = {"dataset", "window", "scenes", "months", "where"}
 #: recipe keys a scenario may preset (the study's values are the command-line defaults).
 RECIPE_KEYS = {"patch_size", "batch_size", "epochs", "max_steps", "samples_per_epoch", "lr", "patience"}
 
@@ -54,6 +54,7 @@ class Source:
     window: tuple[tuple[int, int], tuple[int, int]] | None = None
     scenes: tuple[str, ...] | None = None
     months: tuple[int, ...] | None = None
+    where: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # metadata filters: key -> accepted values
 
     @classmethod
     def parse(cls, table: Mapping[str, Any], where: str) -> "Source":
@@ -67,13 +68,15 @@ class Source:
             window = (rows, cols)
         scenes = tuple(table["scenes"]) if "scenes" in table else None
         months = tuple(int(m) for m in table["months"]) if "months" in table else None
-        return cls(str(require(table, "dataset", where)), window, scenes, months)
+        filters = tuple((k, tuple(v) if isinstance(v, list) else (v,)) for k, v in table.get("where", {}).items())
+        return cls(str(require(table, "dataset", where)), window, scenes, months, filters)
 
     def slices(self) -> tuple[slice, slice] | None:
         return None if self.window is None else (slice(*self.window[0]), slice(*self.window[1]))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "window": self.window, "scenes": self.scenes, "months": self.months}
+        return {"dataset": self.dataset, "window": self.window, "scenes": self.scenes, "months": self.months,
+                "where": {k: list(v) for k, v in self.where}}
 
     def select(self, ds: Dataset) -> list[str]:
         """Scene ids of ``ds`` that this source keeps; an empty selection raises."""
@@ -83,8 +86,15 @@ class Source:
             if missing:
                 raise DataError(f"dataset {ds.name!r} has no scene {missing[0]!r}{did_you_mean(missing[0], ids)}")
             ids = [s for s in ids if s in self.scenes]
-        if self.months is not None:
-            ids = [s for s in ids if _month(ds.scene_meta(s)) in self.months]
+        if self.months is not None or self.where:
+            metas = {s: ds.scene_meta(s) for s in ids}
+            if self.where and ids:
+                unknown = [k for k, _ in self.where if k not in metas[ids[0]]]
+                if unknown:
+                    raise ConfigError(f"dataset {ds.name!r} has no scene metadata {unknown[0]!r} to filter on"
+                                      f"{did_you_mean(unknown[0], metas[ids[0]])}")
+            ids = [s for s in ids if all(metas[s].get(k) in v for k, v in self.where)
+                   and (self.months is None or _month(metas[s]) in self.months)]
         if not ids:
             raise DataError(f"empty split: no scene of dataset {ds.name!r} matches {self.to_dict()}")
         return ids

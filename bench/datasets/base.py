@@ -102,6 +102,11 @@ class Dataset:
     def scene_ids(self) -> list[str]:
         raise NotImplementedError
 
+    def available(self) -> str:
+        """Where the data is found (raises a DataError saying how to get it when it is not)."""
+        self.scene_ids()
+        return str(data_root())
+
     def scene_meta(self, scene_id: str) -> dict[str, Any]:
         """Metadata that scenarios filter on: ``acquired`` (ISO time), and e.g. ``split``, ``label_type``."""
         return {}

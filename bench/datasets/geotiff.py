@@ -63,6 +63,10 @@ class GeoTiffDataset(Dataset):
                 self._scenes[img.stem] = (img, mask)
         return self._scenes
 
+    def available(self) -> str:
+        self._index()
+        return "embedded" if "samples" in self.root.parts else str(self.root)
+
     def scene_ids(self) -> list[str]:
         return list(self._index())
 
