@@ -23,6 +23,7 @@ from bench.normalizers import Normalizer
 class Evaluation:
     metrics: dict[str, Any]
     per_scene: dict[str, dict[str, Any]]
+    per_month: dict[str, dict[str, Any]]  # "MM" -> scores over the scenes acquired in that month
     predictions: dict[str, np.ndarray]  # scene id -> (H, W) group index, IGNORE at nodata
     references: dict[str, np.ndarray]  # scene id -> (H, W) group index, IGNORE at nodata
 
@@ -49,14 +50,18 @@ def evaluate(model: nn.Module, normalizer: Normalizer, test: Split, space: EvalS
     model.eval()
     k, lut = len(space.names), space.class_lut()
     total = np.zeros((k, k), dtype=np.int64)
-    per_scene, preds, refs = {}, {}, {}
+    per_scene, preds, refs, months = {}, {}, {}, {}
     for scene in test.scenes:
         pred = lut[predict_scene(model, normalizer.transform(scene.image), patch, batch_size, device)]
         ref = reference_groups(scene.codes, scene.valid, test.labels, space)
         pred[~scene.valid] = IGNORE
         cm = confusion(ref, pred, k)
         total += cm
+        if scene.meta.get("acquired"):
+            month = scene.meta["acquired"][5:7]
+            months[month] = months.get(month, 0) + cm
         per_scene[scene.id] = {**scores(cm, space.names), "acquired": scene.meta.get("acquired")}
         preds[scene.id], refs[scene.id] = pred, ref
     metrics = {**scores(total, space.names), "label_space": space.to_dict(), "nan_rule": NAN_RULE}
-    return Evaluation(metrics, per_scene, preds, refs)
+    per_month = {m: scores(cm, space.names) for m, cm in sorted(months.items())}
+    return Evaluation(metrics, per_scene, per_month, preds, refs)

@@ -164,6 +164,7 @@ def run(cfg: RunConfig) -> RunResult:
         "seed": cfg.seed,
         "metrics": ev.metrics,
         "per_scene": ev.per_scene,
+        "per_month": ev.per_month,
         "train": trained.record,
         "train_key": train_key,
         "eval_key": eval_key,

@@ -1,0 +1,231 @@
+"""Real dataset sources, offline, on real samples written in the real formats: CloudSEN12+ TACO files read
+through tacoreader.v1, the Copernicus-Bench Cloud-S2 layout, the Sentinel Hub request and its GeoTIFF cache,
+and a user's own GeoTIFFs."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from bench.catalog import check
+from bench.cli import main
+from bench.datasets import load_dataset
+from bench.errors import DataError
+from bench.scenarios import load_scenario
+from conftest import UKIS_BANDS, write_dataset, write_scenario, write_tif
+from taco_v1 import write_cloudsen12_part
+
+pytestmark = pytest.mark.filterwarnings("ignore:imagenet weights")
+S2 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
+
+
+@pytest.fixture(scope="module")
+def eolearn():
+    """The five real eo-learn scenes: {date: ((13, 101, 100) DN uint16, (101, 100) CLM)}."""
+    ds = load_dataset("eolearn_slovenia")
+    out = {}
+    for sid in ds.scene_ids():
+        s = ds.read(sid, S2)
+        out[sid] = (np.round(s.image * 10000).astype(np.uint16), s.codes.astype(np.uint8))
+    return out
+
+
+def _epoch(date: str) -> int:
+    return int(datetime.fromisoformat(date).replace(tzinfo=timezone.utc).timestamp())
+
+
+@pytest.fixture
+def cloudsen12_root(tmp_path, eolearn):
+    """A data root holding two CloudSEN12+ part files built from the real eo-learn scenes, each padded
+    to 128 x 128 with nodata (DN 0, label 99) as the published 509 -> 512 patches are."""
+    splits = {"2015-07-11": "train", "2015-07-31": "train", "2015-08-20": "validation", "2015-08-30": "test",
+              "2015-09-09": "test"}
+    samples = []
+    for i, (date, (img, clm)) in enumerate(sorted(eolearn.items())):
+        image = np.zeros((13, 128, 128), np.uint16)
+        image[:, :101, :100] = img
+        label = np.full((128, 128), 99, np.uint8)
+        label[:101, :100] = np.where(clm == 1, 1, 0)  # cloud -> thick cloud, else clear
+        samples.append({"image": image, "label": label, "id": f"ROI_{i:05d}__{date.replace('-', '')}",
+                        "tortilla:data_split": splits[date], "label_type": "high",
+                        "stac:time_start": _epoch(date), "roi_id": f"ROI_{i:05d}"})
+    # the months of the real scenes are July to September; make one June so that the temporal split has data
+    samples[0]["stac:time_start"] = _epoch("2015-06-28")
+    samples[2]["stac:time_start"] = _epoch("2015-06-30")
+    samples[2]["tortilla:data_split"] = "validation"
+    root = tmp_path / "data"
+    write_cloudsen12_part(root / "cloudsen12" / "cloudsen12-l1c.0000.part.taco", samples[:3])
+    write_cloudsen12_part(root / "cloudsen12" / "cloudsen12-l1c.0001.part.taco", samples[3:])
+    return root
+
+
+def test_cloudsen12_reads_through_tacoreader(cloudsen12_root, monkeypatch):
+    monkeypatch.setenv("CLOUDBENCH_DATA", str(cloudsen12_root))
+    ds = load_dataset("cloudsen12_l1c")
+    assert len(ds.scene_ids()) == 5
+    sid = ds.scene_ids()[3]
+    meta = ds.scene_meta(sid)
+    assert meta["split"] == "test" and meta["label_type"] == "high" and meta["acquired"].startswith("2015-08-30")
+    scene = ds.read(sid, S2)
+    assert scene.image.shape == (13, 128, 128)
+    assert scene.valid.sum() == 101 * 100  # padding (DN 0) and code 99 are nodata, not errors
+    np.testing.assert_allclose(scene.image[:, :101, :100], load_dataset("eolearn_slovenia").read("2015-08-30", S2).image,
+                               atol=1e-6)
+    assert [p.name for p in ds.files(sid)] == ["cloudsen12-l1c.0001.part.taco"]
+
+
+def test_cloudsen12_splits_and_months_select_from_metadata(cloudsen12_root, monkeypatch):
+    monkeypatch.setenv("CLOUDBENCH_DATA", str(cloudsen12_root))
+    scenario = load_scenario("cloudsen12_temporal")
+    ds = scenario.dataset("train")
+    pick = {s: [ds.scene_meta(i)["acquired"][:10] for i in scenario.sources[s].select(ds)] for s in ("train", "val", "test")}
+    assert pick == {"train": ["2015-06-28"], "val": ["2015-06-30"], "test": ["2015-08-30", "2015-09-09"]}
+    intra = load_scenario("cloudsen12_intra")
+    assert len(intra.sources["train"].select(ds)) == 2 and len(intra.sources["test"].select(ds)) == 2
+
+
+def test_signature_command_runs_offline_on_cached_data(cloudsen12_root, eolearn, tmp_path, capsys):
+    """`bench run --model unet_mnv2 --norm percentile --scenario sentinelhub_aug`: trained on CloudSEN12+
+    June patches (TACO), tested on a cached Sentinel Hub scene (real Sentinel Hub output, eo-learn)."""
+    cache = cloudsen12_root / "sentinelhub" / "latvia_aug"
+    img, clm = eolearn["2015-07-31"]
+    write_tif(cache / "image.tif", (img / 10000).astype(np.float32))
+    write_tif(cache / "clm.tif", clm)
+    rc = main(["run", "--model", "unet_mnv2", "--norm", "percentile", "--scenario", "sentinelhub_aug",
+               "--data-root", str(cloudsen12_root), "--patch-size", "64", "--batch-size", "2",
+               "--samples-per-epoch", "2", "--epochs", "1", "--out", str(tmp_path / "runs"), "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    (result,) = (tmp_path / "runs" / "results" / "sentinelhub_aug").glob("*.json")
+    r = json.loads(result.read_text())
+    assert r["scenario"]["reference"] == "algorithmic" and r["metrics"]["classes"] == ["not_cloud", "cloud"]
+    assert r["data"]["train"]["scenes"] == ["ROI_00000__20150711"]  # the only June training patch
+    assert any(f.endswith("cloudsen12-l1c.0000.part.taco") for f in r["data"]["train"]["files"])
+    assert r["metrics"]["n_pixels"] == 101 * 100
+
+
+def test_temporal_results_are_reported_per_month(cloudsen12_root, tmp_path):
+    rc = main(["run", "--scenario", "cloudsen12_temporal", "--data-root", str(cloudsen12_root), "--patch-size", "64",
+               "--batch-size", "2", "--samples-per-epoch", "2", "--epochs", "1", "--out", str(tmp_path / "runs"),
+               "--quiet", "--no-figure"])
+    assert rc == 0
+    (result,) = (tmp_path / "runs" / "results" / "cloudsen12_temporal").glob("*.json")
+    per_month = json.loads(result.read_text())["per_month"]
+    assert sorted(per_month) == ["08", "09"] and per_month["08"]["n_pixels"] == 101 * 100
+
+
+def test_copernicus_cloud_s2_layout(tmp_path, eolearn, monkeypatch):
+    root = tmp_path / "data" / "copernicus_bench" / "cloud_s2"
+    names = {"train": [], "val": [], "test": []}
+    for split, (date, (img, clm)) in zip(["train", "train", "val", "test", "test"], sorted(eolearn.items())):
+        name = f"ROI_{len(sum(names.values(), [])):05d}__{date.replace('-', '')}T100000"
+        write_tif(root / "s2_toa" / f"{name}.tif", img)
+        write_tif(root / "cloud" / f"{name}.tif", clm)
+        names[split].append(name)
+    for split, files in names.items():
+        (root / f"{split}.csv").write_text("".join(f"{n}\n" for n in files))
+    monkeypatch.setenv("CLOUDBENCH_DATA", str(tmp_path / "data"))
+    scenario = load_scenario("copernicus_cloud_s2")
+    ds = scenario.dataset("test")
+    test = scenario.sources["test"].select(ds)
+    assert test == names["test"] and ds.scene_meta(test[0])["acquired"] == "2015-08-30T10:00:00"
+    assert ds.read(test[0], S2).image.shape == (13, 101, 100)
+
+
+def test_missing_data_stops_at_once_with_how_to_get_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CLOUDBENCH_DATA", raising=False)
+    for scenario in ("cloudsen12_intra", "sentinelhub_aug"):
+        assert main(["run", "--scenario", scenario, "--data-root", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert "dataset 'cloudsen12_l1c' not found at" in err and "bench data download cloudsen12" in err
+        assert "--data-root" in err
+
+
+def test_sentinelhub_without_credentials_says_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLOUDBENCH_DATA", str(tmp_path))
+    monkeypatch.setenv("SH_CLIENT_ID", "")
+    monkeypatch.setenv("SH_CLIENT_SECRET", "")
+    monkeypatch.setenv("SH_CONFIG_HOME", str(tmp_path / "shconfig"))
+    with pytest.raises(DataError, match="no Sentinel Hub credentials.*SH_CLIENT_ID and SH_CLIENT_SECRET.*bench data download"):
+        load_dataset("sentinelhub_latvia_aug").read("scene", S2)
+
+
+def test_credentials_never_appear_in_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLOUDBENCH_DATA", str(tmp_path))
+    monkeypatch.setenv("SH_CLIENT_ID", "my-client-id-1234")
+    monkeypatch.setenv("SH_CLIENT_SECRET", "my-very-secret-5678")
+    monkeypatch.setenv("SH_CONFIG_HOME", str(tmp_path / "shconfig"))
+    with pytest.raises(DataError) as err:  # offline: the request fails
+        load_dataset("sentinelhub_latvia_aug").read("scene", S2)
+    assert "request failed" in str(err.value)
+    assert "my-very-secret-5678" not in str(err.value) and "my-client-id-1234" not in str(err.value)
+
+
+def test_sentinelhub_request_payload_is_built_offline():
+    ds = load_dataset("sentinelhub_latvia_aug")
+    body = ds.request().download_list[0].post_values
+    (data,) = body["input"]["data"]
+    assert data["type"].lower() in ("sentinel-2-l1c", "s2l1c")
+    assert data["processing"]["harmonizeValues"] is True
+    assert data["dataFilter"]["timeRange"]["from"].startswith("2024-08-01")
+    assert data["dataFilter"]["timeRange"]["to"].startswith("2024-08-31")
+    assert body["input"]["bounds"]["bbox"] == [23.60, 56.60, 23.75, 56.70]
+    assert all(f'"{b}"' in body["evalscript"] for b in S2) and '"CLM"' in body["evalscript"]
+    assert [r["identifier"] for r in body["output"]["responses"]] == ["bands", "clm"]
+
+
+def test_wrong_files_in_the_data_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLOUDBENCH_DATA", str(tmp_path))
+    part = tmp_path / "cloudsen12" / "cloudsen12-l1c.0000.part.taco"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"this is not a TACO file at all")
+    with pytest.raises(DataError, match="cannot read .* as TACO files .*holds other or damaged files"):
+        load_dataset("cloudsen12_l1c").scene_ids()
+    write_cloudsen12_part(part, [{"image": np.zeros((13, 8, 8), np.uint16), "label": np.zeros((8, 8), np.uint8),
+                                  "other": "x"}])
+    with pytest.raises(DataError, match="not CloudSEN12\\+: no column 'tortilla:data_split'.*wrong files"):
+        load_dataset("cloudsen12_l1c").scene_ids()
+
+
+def test_bring_your_own_geotiffs_check_and_run(tmp_path, ukis, capsys):
+    img, msk = ukis
+    toml = write_dataset(tmp_path / "mine", {"a": (img[:, :128, :128] * 10000).astype(np.uint16),
+                                            "b": (img[:, 256:384, 256:384] * 10000).astype(np.uint16)},
+                         {"a": msk[:128, :128], "b": msk[256:384, 256:384]}, UKIS_BANDS,
+                         scale='kind = "digital_numbers"\nfactor = 0.0001\nnodata = 0')
+    assert main(["data", "check", str(toml)]) == 0
+    out = capsys.readouterr().out
+    assert "| a " in out and "128x128" in out and "EPSG:32633" in out and "2 scenes, 0 with errors" in out
+    scenario = write_scenario(tmp_path / "their.toml", "ukis_csmask_s2", str(toml))
+    assert main(["run", "--scenario", str(scenario), "--out", str(tmp_path / "runs"), "--quiet", "--no-figure"]) == 0
+    board = (tmp_path / "runs" / "leaderboards" / "their.md").read_text()
+    assert "| unet_mnv2 | percentile |" in board and "human" in board
+
+
+def test_check_reports_each_bad_file(tmp_path, ukis):
+    img, msk = ukis
+    bad = msk[:64, :64].copy()
+    bad[0, 0] = 7
+    toml = write_dataset(tmp_path / "mine", {"good": img[:, :64, :64], "codes": img[:, :64, :64],
+                                            "shape": img[:, :64, :64]},
+                         {"good": msk[:64, :64], "codes": bad, "shape": msk[:60, :64]}, UKIS_BANDS)
+    write_tif(tmp_path / "mine" / "masks" / "crs.tif", msk[:64, :64], crs="EPSG:4326")
+    write_tif(tmp_path / "mine" / "images" / "crs.tif", img[:, :64, :64])
+    rows, ok = check(str(toml))
+    status = {r["scene"]: r["status"] for r in rows}
+    assert not ok and status["good"] == "ok"
+    assert "label code 7 (1 pixels)" in status["codes"]
+    assert "is 64x64 but its mask" in status["shape"]
+    assert "has CRS EPSG:32633 but its mask" in status["crs"]
+
+
+def test_samples_temporal_runs_embedded(tmp_path):
+    assert main(["run", "--scenario", "samples_temporal", "--epochs", "1", "--samples-per-epoch", "4",
+                 "--batch-size", "4", "--out", str(tmp_path / "runs"), "--quiet", "--no-figure"]) == 0
+    (result,) = (tmp_path / "runs" / "results" / "samples_temporal").glob("*.json")
+    r = json.loads(result.read_text())
+    assert r["data"]["train"]["scenes"] == ["2015-07-11", "2015-07-31"]
+    assert r["data"]["test"]["scenes"] == ["2015-08-20", "2015-08-30", "2015-09-09"]
+    assert sorted(r["per_month"]) == ["08", "09"]
