@@ -148,7 +148,8 @@ class Registry:
         for obj in vars(module).values():
             if getattr(obj, "__module__", None) != module.__name__:
                 continue
-            for mark in getattr(obj, "__bench_builders__", ()):
+            marks = vars(obj).get("__bench_builders__", ()) if isinstance(obj, type) else getattr(obj, "__bench_builders__", ())
+            for mark in marks:  # a subclass does not inherit its parent's registration
                 self.add_builder(mark["kind"], mark["name"], obj, mark["description"], mark["check"])
                 if mark["entry"]:
                     self.add(mark["kind"], mark["name"], type=mark["name"],

@@ -94,10 +94,14 @@ class Scale:
 class Dataset:
     """Scenes of one source with their band names, scale, label mapping and reference type."""
 
-    def __init__(self, name: str, bands: list[str], labels: LabelMap, reference: str, scale: Scale,
-                 version: int = 1, description: str = "", origin: str = "") -> None:
-        self.name, self.bands, self.labels, self.reference = name, list(bands), labels, reference
-        self.scale, self.version, self.description, self.origin = scale, version, description, origin
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        """Common settings of every dataset TOML; ``_origin`` is the file it came from."""
+        self.origin = settings.get("_origin", "dataset")
+        common = parse_common(settings, self.origin)
+        self.name, self.version = settings["name"], int(settings.get("version", 1))
+        self.description = settings.get("description", "")
+        self.bands, self.labels, self.reference = common["bands"], common["labels"], common["reference"]
+        self.scale: Scale = common["scale"]
 
     def scene_ids(self) -> list[str]:
         raise NotImplementedError
@@ -234,4 +238,4 @@ def load_dataset(ref: str, registry: Any = None) -> Dataset:
     else:
         entry = reg.get("dataset", ref)
         settings, origin, builder = dict(entry.settings), entry.origin, entry.builder
-    return builder.fn(**settings, _origin=origin)
+    return builder.fn({**settings, "_origin": origin})

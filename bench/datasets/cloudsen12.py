@@ -57,17 +57,11 @@ def _check_cloudsen12(settings: Mapping[str, Any], where: str) -> None:
     parse_common(settings, where)
 
 
-@register("dataset", "cloudsen12", check=_check_cloudsen12)
-def cloudsen12(**settings: Any) -> "CloudSEN12":
-    """CloudSEN12+ L1C patches from the published TACO files, through tacoreader."""
-    return CloudSEN12(settings)
-
-
+@register("dataset", "cloudsen12", check=_check_cloudsen12,
+          description="CloudSEN12+ L1C patches from the published TACO files, through tacoreader.")
 class CloudSEN12(Dataset):
     def __init__(self, settings: Mapping[str, Any]) -> None:
-        where = settings.get("_origin", "dataset")
-        super().__init__(settings["name"], version=int(settings.get("version", 1)),
-                         description=settings.get("description", ""), origin=where, **parse_common(settings, where))
+        super().__init__(settings)
         self.files_glob, self.remote = settings["files"], settings.get("remote")
         self.download_name = settings.get("download", "cloudsen12")
         self._table = None
@@ -152,12 +146,8 @@ def _check_copernicus(settings: Mapping[str, Any], where: str) -> None:
     parse_common(settings, where)
 
 
-@register("dataset", "copernicus_cloud_s2", check=_check_copernicus)
-def copernicus_cloud_s2(**settings: Any) -> "CopernicusCloudS2":
-    """Copernicus-Bench Cloud-S2 (a CloudSEN12+ subset) in torchgeo's CopernicusBenchCloudS2 layout."""
-    return CopernicusCloudS2(settings)
-
-
+@register("dataset", "copernicus_cloud_s2", check=_check_copernicus,
+          description="Copernicus-Bench Cloud-S2 (a CloudSEN12+ subset) in torchgeo's CopernicusBenchCloudS2 layout.")
 class CopernicusCloudS2(Dataset):
     """``<data root>/<folder>/cloud_s2/{train,val,test}.csv``, ``s2_toa/<id>.tif``, ``cloud/<id>.tif``.
 
@@ -166,9 +156,7 @@ class CopernicusCloudS2(Dataset):
     """
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
-        where = settings.get("_origin", "dataset")
-        super().__init__(settings["name"], version=int(settings.get("version", 1)),
-                         description=settings.get("description", ""), origin=where, **parse_common(settings, where))
+        super().__init__(settings)
         self.folder = settings.get("folder", "copernicus_bench")
         self._index: dict[str, str] | None = None
 

@@ -24,12 +24,8 @@ def _check_geotiff(settings: Mapping[str, Any], where: str) -> None:
     parse_common(settings, where)
 
 
-@register("dataset", "geotiff", check=_check_geotiff)
-def geotiff(**settings: Any) -> "GeoTiffDataset":
-    """A folder of image GeoTIFFs with label GeoTIFFs matched by name."""
-    return GeoTiffDataset(settings)
-
-
+@register("dataset", "geotiff", check=_check_geotiff,
+          description="A folder of image GeoTIFFs with label GeoTIFFs matched by name.")
 class GeoTiffDataset(Dataset):
     """Images matched to masks by file stem: ``images = "images/*.tif"``, ``masks = "masks/{stem}.tif"``.
 
@@ -38,10 +34,7 @@ class GeoTiffDataset(Dataset):
     """
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
-        where = settings.get("_origin", "dataset")
-        common = parse_common(settings, where)
-        super().__init__(settings["name"], version=int(settings.get("version", 1)),
-                         description=settings.get("description", ""), origin=where, **common)
+        super().__init__(settings)
         base = Path(settings.get("_origin", ".")).parent
         self.root = (base / settings.get("root", ".")).resolve()
         self.images_glob, self.masks_template = settings["images"], settings["masks"]

@@ -64,17 +64,11 @@ def _check(settings: Mapping[str, Any], where: str) -> None:
     parse_common(settings, where)
 
 
-@register("dataset", "sentinelhub", check=_check)
-def sentinelhub(**settings: Any) -> "SentinelHubScene":
-    """A Sentinel Hub L1C scene for a bbox and time interval, cached as GeoTIFF."""
-    return SentinelHubScene(settings)
-
-
+@register("dataset", "sentinelhub", check=_check,
+          description="A Sentinel Hub L1C scene for a bbox and time interval, cached as GeoTIFF.")
 class SentinelHubScene(Dataset):
     def __init__(self, settings: Mapping[str, Any]) -> None:
-        where = settings.get("_origin", "dataset")
-        super().__init__(settings["name"], version=int(settings.get("version", 1)),
-                         description=settings.get("description", ""), origin=where, **parse_common(settings, where))
+        super().__init__(settings)
         self.bbox = [float(v) for v in settings["bbox"]]
         self.crs = settings.get("crs", "EPSG:4326")
         self.time_interval = tuple(str(t) for t in settings["time_interval"])
