@@ -125,7 +125,9 @@ def run(cfg: RunConfig) -> RunResult:
 
     def identity(split: str) -> dict[str, Any]:
         sp = splits[split]
-        return {"source": scenario.sources[split].to_dict(), "dataset": sp.dataset, "files": sp.files}
+        # content, not location: the same data in another checkout or data root is the same identity
+        return {"source": scenario.sources[split].to_dict(), "dataset": sp.dataset,
+                "sha256": sorted(sp.files.values())}
 
     train_id = {"model": _ident(model_entry), "norm": _ident(norm_entry), "bands": list(scenario.bands),
                 "train": identity("train"), "val": identity("val"), "recipe": recipe, "seed": cfg.seed}
