@@ -9,6 +9,7 @@ Prints images/s of each and the ratio harness / bare (target >= 0.95).
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 import warnings
 
@@ -23,6 +24,7 @@ from bench.scenarios import load_scenario
 from bench.task import SegmentationTask
 
 warnings.filterwarnings("ignore")
+logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
 
 
 def main() -> None:

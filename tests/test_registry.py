@@ -53,6 +53,7 @@ def test_malformed_toml_names_file_and_line(tmp_path):
 
 
 CATALOGUE = sorted([*(REPO / "registry").glob("*.toml"), *(REPO / "scenarios").glob("*.toml"),
+                    *(REPO / "registry" / "datasets").glob("*.toml"),
                     *(REPO / "bench" / "samples").glob("*/dataset.toml")])
 
 

@@ -229,3 +229,57 @@ def test_samples_temporal_runs_embedded(tmp_path):
     assert r["data"]["train"]["scenes"] == ["2015-07-11", "2015-07-31"]
     assert r["data"]["test"]["scenes"] == ["2015-08-20", "2015-08-30", "2015-09-09"]
     assert sorted(r["per_month"]) == ["08", "09"]
+
+
+def test_data_verify_compares_files_with_their_checksums(cloudsen12_root, capsys):
+    from bench.datasets import sha256
+
+    folder = cloudsen12_root / "cloudsen12"
+    parts = sorted(folder.glob("*.taco"))
+    (folder / "SHA256SUMS").write_text("".join(f"{sha256(p)}  {p.name}\n" for p in parts))
+    assert main(["data", "verify", "cloudsen12", "--data-root", str(cloudsen12_root)]) == 0
+    assert capsys.readouterr().out.count("| ok") == 2
+    with parts[1].open("ab") as f:
+        f.write(b"x")  # one byte more: no longer the downloaded file
+    assert main(["data", "verify", "cloudsen12", "--data-root", str(cloudsen12_root)]) == 1
+    assert "CHECKSUM MISMATCH" in capsys.readouterr().out
+
+
+def test_data_info_says_where_each_dataset_is(cloudsen12_root, capsys, monkeypatch):
+    monkeypatch.delenv("CLOUDBENCH_DATA", raising=False)
+    assert main(["data", "info", "--data-root", str(cloudsen12_root)]) == 0
+    rows = {line.split("|")[1].strip(): line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert "embedded" in rows["ukis_csmask_s2"] and str(cloudsen12_root) in rows["cloudsen12_l1c"]
+    assert "| 5 " in rows["cloudsen12_l1c"].replace("  ", " ") or " 5 |" in rows["cloudsen12_l1c"]
+    assert "missing: not found at" in rows["copernicus_cloud_s2"]
+
+
+def test_a_users_drawn_mask_replaces_the_clm_reference(tmp_path, eolearn, monkeypatch):
+    import textwrap
+
+    img, clm = eolearn["2015-07-31"]
+    cache = tmp_path / "sentinelhub" / "mine"
+    write_tif(cache / "image.tif", (img / 10000).astype(np.float32))
+    drawn = np.zeros((101, 100), np.uint8)
+    drawn[:50] = 2  # a human says: top half thin cloud
+    write_tif(tmp_path / "drawn.tif", drawn)
+    toml = tmp_path / "scene.toml"
+    toml.write_text(textwrap.dedent(f"""\
+        name = "mine"
+        type = "sentinelhub"
+        reference = "human"
+        bands = {S2!r}
+        bbox = [23.6, 56.6, 23.75, 56.7]
+        time_interval = ["2024-08-01", "2024-08-31"]
+        cache = "sentinelhub/mine"
+        mask = "drawn.tif"
+        [scale]
+        kind = "reflectance"
+        [labels]
+        codes = {{ 0 = "clear", 2 = "thin_cloud" }}
+        """).replace("'", '"'))
+    monkeypatch.setenv("CLOUDBENCH_DATA", str(tmp_path))
+    ds = load_dataset(str(toml))
+    scene = ds.read("scene", S2)
+    assert ds.reference == "human" and (scene.codes[:50] == 2).all() and ds.labels.finest_space().names == [
+        "clear", "thick_cloud", "thin_cloud", "cloud_shadow"]
