@@ -91,6 +91,13 @@ class Split:
         """``(image, valid)`` pairs, as normalizers fit on them (streamed, one scene at a time)."""
         return ((s.image, s.valid) for s in self.scenes)
 
+    def ids(self) -> list[str]:
+        return [r.id for r in self.refs] if self.refs else [s.id for s in self.scenes]
+
+    def shapes(self) -> list[tuple[int, int]]:
+        """(height, width) of every scene, from metadata where the scenes are not read yet."""
+        return [r.shape() for r in self.refs] if self.refs else [s.image.shape[1:] for s in self.scenes]
+
     @classmethod
     def of(cls, name: str, scenes: list[SceneData], labels: LabelMap, reference: str) -> "Split":
         """A split of scenes already in memory (benchmarks, notebooks)."""
@@ -148,10 +155,9 @@ class RandomCrops(TorchDataset):
 
     def __init__(self, split: Split, normalizer: Normalizer, patch: int, length: int, seed: int) -> None:
         self.split, self.normalizer, self.patch, self.length, self.seed = split, normalizer, patch, length, seed
-        self.shapes = [s.image.shape[1:] for s in split.scenes] if not split.refs else [r.shape() for r in split.refs]
-        for k, (h, w) in enumerate(self.shapes):
+        self.shapes = split.shapes()
+        for sid, (h, w) in zip(split.ids(), self.shapes):
             if patch > min(h, w):
-                sid = split.refs[k].id if split.refs else split.scenes[k].id
                 raise DataError(f"patch size {patch} is larger than training scene {sid!r} of dataset "
                                 f"{split.dataset!r} ({h} x {w} px); pass a --patch-size of at most "
                                 f"{min(h, w) // 32 * 32}")
@@ -184,8 +190,7 @@ class Tiles(TorchDataset):
 
     def __init__(self, split: Split, normalizer: Normalizer, patch: int, space: EvalSpace) -> None:
         self.split, self.normalizer, self.patch, self.space = split, normalizer, patch, space
-        shapes = [s.image.shape[1:] for s in split.scenes] if not split.refs else [r.shape() for r in split.refs]
-        self.items = [(k, *t) for k, shape in enumerate(shapes) for t in tile_grid(*shape, patch)]
+        self.items = [(k, *t) for k, shape in enumerate(split.shapes()) for t in tile_grid(*shape, patch)]
 
     def __len__(self) -> int:
         return len(self.items)
