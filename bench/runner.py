@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError, ConfigError
+from bench.errors import ConfigError
 from bench.registry import get_registry
 
 #: the study's training recipe: Dice loss, Adam 1e-3, 30 epochs, batch 16, 256 x 256 patches.
@@ -209,4 +209,4 @@ def _command() -> str:
     return shlex.join(argv)
 
 
-__all__ = ["RunConfig", "RunResult", "run", "STUDY_RECIPE", "BenchError"]
+__all__ = ["RunConfig", "RunResult", "run", "STUDY_RECIPE"]
