@@ -6,7 +6,8 @@
 * Evaluation: :func:`tile_grid` covers every pixel of a scene exactly once with tiles of at most
   ``patch`` x ``patch``, edges included; a smaller edge tile is padded (mirrored) to full size for the
   model and cropped back, and its padding never reaches the metrics.
-* Normalization runs on every crop or tile after reading; nodata (NaN) becomes 0 afterwards.
+* Normalization: scene-level normalizers run on whole scenes (once, cached), pixel- and patch-level ones
+  on every crop or tile; nodata (NaN) becomes 0 afterwards.
 """
 
 from __future__ import annotations
@@ -136,6 +137,33 @@ def model_input(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.nan_to_num(x.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0))
 
 
+def scene_input(normalizer: Normalizer, image: np.ndarray) -> np.ndarray:
+    """The whole-scene step of normalization: scene-level normalizers run here, the others later per tile."""
+    return normalizer.transform(image) if normalizer.level == "scene" else image
+
+
+def tile_input(normalizer: Normalizer, tile: np.ndarray) -> np.ndarray:
+    """The per-crop / per-tile step: pixel- and patch-level normalizers run here."""
+    return tile if normalizer.level == "scene" else normalizer.transform(tile)
+
+
+class _NormalizedScenes:
+    """Scene-level normalization of a split's scenes, computed once per scene (LRU like the raw scenes)."""
+
+    def __init__(self, split: "Split", normalizer: Normalizer) -> None:
+        self.split, self.normalizer = split, normalizer
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        if self.normalizer.level != "scene":
+            return self.split.scenes[k].image
+        if k not in self._cache:
+            self._cache[k] = scene_input(self.normalizer, self.split.scenes[k].image)
+            while len(self._cache) > self.split.cache_size:
+                self._cache.popitem(last=False)
+        return self._cache[k]
+
+
 def train_targets(codes: np.ndarray, valid: np.ndarray, labels: LabelMap) -> np.ndarray:
     """Project class index per pixel, IGNORE where nodata."""
     y = labels.train_targets(codes)
@@ -155,6 +183,7 @@ class RandomCrops(TorchDataset):
 
     def __init__(self, split: Split, normalizer: Normalizer, patch: int, length: int, seed: int) -> None:
         self.split, self.normalizer, self.patch, self.length, self.seed = split, normalizer, patch, length, seed
+        self.inputs = _NormalizedScenes(split, normalizer)
         self.shapes = split.shapes()
         for sid, (h, w) in zip(split.ids(), self.shapes):
             if patch > min(h, w):
@@ -180,7 +209,7 @@ class RandomCrops(TorchDataset):
         k, r, c = self.picks[i]
         p = self.patch
         scene = self.split.scenes[k]
-        x = self.normalizer.transform(scene.image[:, r:r + p, c:c + p])
+        x = tile_input(self.normalizer, self.inputs[k][:, r:r + p, c:c + p])
         y = train_targets(scene.codes[r:r + p, c:c + p], scene.valid[r:r + p, c:c + p], self.split.labels)
         return model_input(x), torch.from_numpy(y.astype(np.int64))
 
@@ -190,6 +219,7 @@ class Tiles(TorchDataset):
 
     def __init__(self, split: Split, normalizer: Normalizer, patch: int, space: EvalSpace) -> None:
         self.split, self.normalizer, self.patch, self.space = split, normalizer, patch, space
+        self.inputs = _NormalizedScenes(split, normalizer)
         self.items = [(k, *t) for k, shape in enumerate(split.shapes()) for t in tile_grid(*shape, patch)]
 
     def __len__(self) -> int:
@@ -198,7 +228,7 @@ class Tiles(TorchDataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         k, r0, c0, r1, c1 = self.items[i]
         scene = self.split.scenes[k]
-        x = pad_to(self.normalizer.transform(scene.image[:, r0:r1, c0:c1]), self.patch)
+        x = pad_to(tile_input(self.normalizer, self.inputs[k][:, r0:r1, c0:c1]), self.patch)
         ref = reference_groups(scene.codes[r0:r1, c0:c1], scene.valid[r0:r1, c0:c1], self.split.labels, self.space)
         return model_input(x), torch.from_numpy(pad_to(ref, self.patch, value=IGNORE).astype(np.int64))
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.data import Split, model_input, pad_to, reference_groups, tile_grid
+from bench.data import Split, model_input, pad_to, reference_groups, scene_input, tile_grid, tile_input
 from bench.labels import IGNORE, EvalSpace
 from bench.metrics import NAN_RULE, confusion, scores
 from bench.normalizers import Normalizer
@@ -30,14 +30,15 @@ class Evaluation:
 
 @torch.no_grad()
 def predict_scene(model: nn.Module, image: np.ndarray, patch: int, batch_size: int,
-                  device: torch.device | str = "cpu") -> np.ndarray:
-    """(H, W) project class index for a normalized (C, H, W) scene, NaN = nodata."""
+                  device: torch.device | str = "cpu", tile_fn=None) -> np.ndarray:  # noqa: ANN001
+    """(H, W) project class index for a (C, H, W) scene, NaN = nodata; ``tile_fn`` normalizes each tile."""
     h, w = image.shape[1:]
     out = np.zeros((h, w), dtype=np.uint8)
     tiles = tile_grid(h, w, patch)
     for i in range(0, len(tiles), batch_size):
         chunk = tiles[i:i + batch_size]
-        x = torch.stack([model_input(pad_to(image[:, r0:r1, c0:c1], patch)) for r0, c0, r1, c1 in chunk])
+        x = torch.stack([model_input(pad_to((tile_fn or (lambda t: t))(image[:, r0:r1, c0:c1]), patch))
+                         for r0, c0, r1, c1 in chunk])
         pred = model(x.to(device)).argmax(1).cpu().numpy().astype(np.uint8)
         for (r0, c0, r1, c1), p in zip(chunk, pred):
             out[r0:r1, c0:c1] = p[:r1 - r0, :c1 - c0]
@@ -52,7 +53,8 @@ def evaluate(model: nn.Module, normalizer: Normalizer, test: Split, space: EvalS
     total = np.zeros((k, k), dtype=np.int64)
     per_scene, preds, refs, months = {}, {}, {}, {}
     for scene in test.scenes:
-        pred = lut[predict_scene(model, normalizer.transform(scene.image), patch, batch_size, device)]
+        image = scene_input(normalizer, scene.image)
+        pred = lut[predict_scene(model, image, patch, batch_size, device, lambda t: tile_input(normalizer, t))]
         ref = reference_groups(scene.codes, scene.valid, test.labels, space)
         pred[~scene.valid] = IGNORE
         cm = confusion(ref, pred, k)

@@ -10,6 +10,9 @@ Contract of every normalizer:
   shape and type. NaN stays NaN (the model input fills it later). Calling it before ``fit`` raises.
 * ``state_dict()`` / ``load_state_dict()`` round-trip everything ``transform`` needs, as plain JSON
   values: it is saved with the checkpoint and written into every result.
+* ``level`` says what one ``transform`` call must see: ``"pixel"`` (pointwise: any crop gives the same
+  numbers), ``"scene"`` (statistics of the whole scene: applied to full scenes before cropping or
+  tiling) or ``"patch"`` (statistics of each crop or tile: applied to each one).
 
 A normalizer type is one class marked ``@register("norm", ...)``; a named setting of it (``percentile``
 with P1/P99) is one table in ``registry/norms.toml``.
@@ -39,6 +42,7 @@ class Normalizer:
 
     type_name = "base"
     needs_fit = True
+    level = "pixel"
 
     def __init__(self) -> None:
         self.fitted = not self.needs_fit
@@ -227,3 +231,132 @@ class ZScore(Normalizer):
 
     def _load(self, state: dict[str, Any]) -> None:
         self.mean, self.std = state["mean"], state["std"]
+
+
+def _finite_quantiles(x: np.ndarray, qs: np.ndarray) -> np.ndarray:
+    """(bands, len(qs)) quantiles of each band of a (C, H, W) array over its finite values."""
+    flat = x.reshape(x.shape[0], -1).astype(np.float64)
+    out = np.zeros((len(flat), len(qs)))
+    for b, v in enumerate(flat):
+        v = v[np.isfinite(v)]
+        out[b] = np.quantile(v, qs) if v.size else 0.0
+    return out
+
+
+def _numpy(x):  # noqa: ANN001
+    return (x.detach().cpu().numpy(), x) if isinstance(x, torch.Tensor) else (x, None)
+
+
+def _like(y: np.ndarray, ref):  # noqa: ANN001
+    return y if ref is None else torch.as_tensor(y, dtype=ref.dtype, device=ref.device)
+
+
+def _per_image(fn, x):  # noqa: ANN001 - apply a (C, H, W) function to (C, H, W) or (N, C, H, W)
+    arr, ref = _numpy(x)
+    out = fn(arr) if arr.ndim == 3 else np.stack([fn(a) for a in arr])
+    return _like(out.astype(arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float32), ref)
+
+
+@register("norm", "percentile_scene")
+class PercentileScene(Normalizer):
+    """Per-band percentile min-max with P_low / P_high of each scene itself (no training statistics).
+
+    ``(clip(x, P_low, P_high) - P_low) / (P_high - P_low)`` where the percentiles are those of the scene
+    being normalized: training scenes and test scenes alike. Invariant to a positive per-band gain.
+    """
+
+    type_name = "percentile_scene"
+    needs_fit = False
+    level = "scene"
+
+    def __init__(self, low: float = 1.0, high: float = 99.0) -> None:
+        super().__init__()
+        self.low, self.high = float(low), float(high)
+
+    def _apply(self, x):  # noqa: ANN001
+        def one(a: np.ndarray) -> np.ndarray:
+            lo, hi = _finite_quantiles(a, np.array([self.low, self.high]) / 100).T
+            lo, hi = lo[:, None, None], hi[:, None, None]
+            return (np.clip(a, lo, hi) - lo) / np.maximum(hi - lo, 1e-12)
+
+        return _per_image(one, x)
+
+    def _state(self) -> dict[str, Any]:
+        return {"low": self.low, "high": self.high}
+
+    def _load(self, state: dict[str, Any]) -> None:
+        self.low, self.high = state["low"], state["high"]
+
+
+@register("norm", "zscore_patch")
+class ZScorePatch(Normalizer):
+    """Per-patch, per-band z-score (as OmniCloudMask does): statistics of each crop or tile itself.
+
+    Invariant to a positive per-band gain and to a per-band offset.
+    """
+
+    type_name = "zscore_patch"
+    needs_fit = False
+    level = "patch"
+
+    def _apply(self, x):  # noqa: ANN001
+        def one(a: np.ndarray) -> np.ndarray:
+            flat = a.reshape(a.shape[0], -1).astype(np.float64)
+            mean = np.nanmean(flat, axis=1)[:, None, None] if np.isfinite(flat).any() else 0.0
+            std = np.nanstd(flat, axis=1)[:, None, None] if np.isfinite(flat).any() else 1.0
+            return (a - mean) / np.maximum(std, 1e-6)
+
+        return _per_image(one, x)
+
+
+@register("norm", "histmatch")
+class HistMatch(Normalizer):
+    """Match each band's histogram to the training split's: fitted on the training split, applied per scene.
+
+    The training distribution is kept as ``quantiles`` evenly spaced quantiles per band (streamed, bounded
+    memory). A scene's values are mapped through its own empirical CDF onto the training quantiles, so
+    its per-band distribution becomes the training one; training scenes map (almost) onto themselves.
+    """
+
+    type_name = "histmatch"
+    level = "scene"
+
+    def __init__(self, quantiles: int = 1001, bins: int = 65536) -> None:
+        super().__init__()
+        self.n_quantiles, self.bins = int(quantiles), int(bins)
+        self.reference: list[list[float]] | None = None
+        self._hist: StreamingQuantiles | None = None
+
+    def _levels(self) -> np.ndarray:
+        return np.linspace(0, 1, self.n_quantiles)
+
+    def _update(self, values: list[np.ndarray]) -> None:
+        if self._hist is None:
+            self._hist = StreamingQuantiles(len(values), self.bins)
+        for b, v in enumerate(values):
+            self._hist.update(b, v)
+
+    def _finish(self) -> None:
+        self.reference = np.stack([self._hist.quantile(q) for q in self._levels()], axis=1).tolist()
+        self._hist = None
+
+    def _apply(self, x):  # noqa: ANN001
+        ref = np.asarray(self.reference)
+
+        def one(a: np.ndarray) -> np.ndarray:
+            src = _finite_quantiles(a, self._levels())
+            out = np.empty_like(a, dtype=np.float64)
+            for b in range(len(a)):
+                # ties in the source quantiles (flat histograms) would make interp ill-defined: keep unique
+                qs, idx = np.unique(src[b], return_index=True)
+                out[b] = np.interp(a[b], qs, ref[b][idx]) if len(qs) > 1 else ref[b][len(ref[b]) // 2]
+            out[~np.isfinite(a)] = np.nan
+            return out
+
+        return _per_image(one, x)
+
+    def _state(self) -> dict[str, Any]:
+        return {"quantiles": self.n_quantiles, "reference": self.reference}
+
+    def _load(self, state: dict[str, Any]) -> None:
+        self.n_quantiles, self.reference = state["quantiles"], state["reference"]

@@ -121,7 +121,7 @@ def test_truncated_checkpoint_and_result_are_set_aside(first_run, tmp_path):
 
 def test_bad_flags_and_names_give_clear_errors(capsys, tmp_path):
     assert main(["run", "--norm", "percentil", "--out", str(tmp_path)]) == 2
-    assert "unknown normalizer 'percentil'; did you mean 'percentile'?" in capsys.readouterr().err
+    assert "unknown normalizer 'percentil'; did you mean 'percentile'" in capsys.readouterr().err
     assert main(["run", "--scenario", "samples_crosss", "--out", str(tmp_path)]) == 2
     assert "did you mean 'samples_cross'" in capsys.readouterr().err
     assert main(["run", "--patch-size", "100", "--out", str(tmp_path)]) == 2
