@@ -28,6 +28,7 @@ def register(reg: Registry) -> None:
         reg.add_module(module)
     reg.add_toml_tables("model", catalogue_dir("registry") / "models.toml")
     reg.add_toml_tables("norm", catalogue_dir("registry") / "norms.toml")
+    reg.add_toml_tables("adapter", catalogue_dir("registry") / "adapters.toml")
     for path in [*sorted(SAMPLES.glob("*/dataset.toml")), *sorted((catalogue_dir("registry") / "datasets").glob("*.toml"))]:
         reg.add_toml_file("dataset", path, default_type="geotiff")
     for path in sorted(catalogue_dir("scenarios").glob("*.toml")):

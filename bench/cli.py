@@ -121,7 +121,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     ious = "  ".join(f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in m["iou"].items())
     miou = "n/a" if m["miou"] is None else f"{m['miou']:.3f}"
     acc = "n/a" if m["accuracy"] is None else f"{m['accuracy']:.3f}"
-    print(f"\n{cfg.model} x {cfg.norm} on {cfg.scenario}: mIoU {miou}  accuracy {acc}  ({ious})")
+    print(f"\n{cfg.model} x {cfg.norm} x adapt {cfg.adapt} on {cfg.scenario}: mIoU {miou}  accuracy {acc}  ({ious})")
     print(f"result:      {res.path}")
     if res.figure:
         print(f"figure:      {res.figure}")

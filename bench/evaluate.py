@@ -6,6 +6,7 @@ the per-scene predictions (for figures).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from bench.data import Split, model_input, pad_to, reference_groups, scene_input, tile_grid, tile_input
+from bench.adapters import Adapter, NoAdaptation
 from bench.labels import IGNORE, EvalSpace
 from bench.metrics import NAN_RULE, confusion, scores
 from bench.normalizers import Normalizer
@@ -28,17 +30,21 @@ class Evaluation:
     references: dict[str, np.ndarray]  # scene id -> (H, W) group index, IGNORE at nodata
 
 
+def tile_batches(image: np.ndarray, patch: int, batch_size: int, tile_fn=None):  # noqa: ANN001
+    """``(tiles, batch)`` pairs covering a (C, H, W) scene; each tile normalized by ``tile_fn`` and padded."""
+    tiles = tile_grid(*image.shape[1:], patch)
+    for i in range(0, len(tiles), batch_size):
+        chunk = tiles[i:i + batch_size]
+        yield chunk, torch.stack([model_input(pad_to((tile_fn or (lambda t: t))(image[:, r0:r1, c0:c1]), patch))
+                                  for r0, c0, r1, c1 in chunk])
+
+
 @torch.no_grad()
 def predict_scene(model: nn.Module, image: np.ndarray, patch: int, batch_size: int,
                   device: torch.device | str = "cpu", tile_fn=None) -> np.ndarray:  # noqa: ANN001
     """(H, W) project class index for a (C, H, W) scene, NaN = nodata; ``tile_fn`` normalizes each tile."""
-    h, w = image.shape[1:]
-    out = np.zeros((h, w), dtype=np.uint8)
-    tiles = tile_grid(h, w, patch)
-    for i in range(0, len(tiles), batch_size):
-        chunk = tiles[i:i + batch_size]
-        x = torch.stack([model_input(pad_to((tile_fn or (lambda t: t))(image[:, r0:r1, c0:c1]), patch))
-                         for r0, c0, r1, c1 in chunk])
+    out = np.zeros(image.shape[1:], dtype=np.uint8)
+    for chunk, x in tile_batches(image, patch, batch_size, tile_fn):
         pred = model(x.to(device)).argmax(1).cpu().numpy().astype(np.uint8)
         for (r0, c0, r1, c1), p in zip(chunk, pred):
             out[r0:r1, c0:c1] = p[:r1 - r0, :c1 - c0]
@@ -46,15 +52,35 @@ def predict_scene(model: nn.Module, image: np.ndarray, patch: int, batch_size: i
 
 
 def evaluate(model: nn.Module, normalizer: Normalizer, test: Split, space: EvalSpace, patch: int,
-             batch_size: int, device: torch.device | str = "cpu") -> Evaluation:
-    """Scores of ``model`` on every valid pixel of ``test`` in label space ``space``."""
+             batch_size: int, device: torch.device | str = "cpu", adapter: Adapter | None = None) -> Evaluation:
+    """Scores of ``model`` on every valid pixel of ``test`` in label space ``space``.
+
+    An ``adapter`` sees the normalized test tiles (never the reference): once for all scenes
+    (``per_test_set``) or, starting again from the trained model, for each scene (``per_scene``).
+    """
     model.eval()
+    adapter = adapter or NoAdaptation()
+
+    def inputs(scene):  # noqa: ANN001, ANN202
+        return scene_input(normalizer, scene.image), (lambda t: tile_input(normalizer, t))
+
+    def batches(scenes):  # noqa: ANN001, ANN202
+        for scene in scenes:
+            image, fn = inputs(scene)
+            for _, x in tile_batches(image, patch, batch_size, fn):
+                yield x.to(device)
+
+    adapted = model
+    if adapter.protocol == "per_test_set":
+        adapted = adapter.adapt(copy.deepcopy(model), batches(test.scenes))
     k, lut = len(space.names), space.class_lut()
     total = np.zeros((k, k), dtype=np.int64)
     per_scene, preds, refs, months = {}, {}, {}, {}
     for scene in test.scenes:
-        image = scene_input(normalizer, scene.image)
-        pred = lut[predict_scene(model, image, patch, batch_size, device, lambda t: tile_input(normalizer, t))]
+        if adapter.protocol == "per_scene":
+            adapted = adapter.adapt(copy.deepcopy(model), batches([scene]))
+        image, fn = inputs(scene)
+        pred = lut[predict_scene(adapted, image, patch, batch_size, device, fn)]
         ref = reference_groups(scene.codes, scene.valid, test.labels, space)
         pred[~scene.valid] = IGNORE
         cm = confusion(ref, pred, k)
@@ -64,6 +90,7 @@ def evaluate(model: nn.Module, normalizer: Normalizer, test: Split, space: EvalS
             months[month] = months.get(month, 0) + cm
         per_scene[scene.id] = {**scores(cm, space.names), "acquired": scene.meta.get("acquired")}
         preds[scene.id], refs[scene.id] = pred, ref
-    metrics = {**scores(total, space.names), "label_space": space.to_dict(), "nan_rule": NAN_RULE}
+    metrics = {**scores(total, space.names), "label_space": space.to_dict(), "nan_rule": NAN_RULE,
+               "adapter": adapter.describe()}
     per_month = {m: scores(cm, space.names) for m, cm in sorted(months.items())}
     return Evaluation(metrics, per_scene, per_month, preds, refs)

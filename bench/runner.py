@@ -149,8 +149,9 @@ def run(cfg: RunConfig) -> RunResult:
 
     t1 = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda") else "cpu"
-    model = adapt_entry.build().adapt(trained.module.to(device), [])
-    ev = evaluate(model, trained.normalizer, splits["test"], space, recipe["patch_size"], recipe["batch_size"], device)
+    adapter = adapt_entry.build()
+    ev = evaluate(trained.module.to(device), trained.normalizer, splits["test"], space, recipe["patch_size"],
+                  recipe["batch_size"], device, adapter)
     t_eval = time.perf_counter() - t1
 
     result = {
@@ -162,7 +163,7 @@ def run(cfg: RunConfig) -> RunResult:
                      "reference": splits["test"].reference, "definition": scenario.to_dict()},
         "model": {**model_entry.summary(), "in_channels": len(scenario.bands), "weights": trained.weights},
         "normalizer": {**norm_entry.summary(), "state": trained.normalizer.state_dict()},
-        "adapter": adapt_entry.summary(),
+        "adapter": {**adapt_entry.summary(), **adapter.describe()},
         "seed": cfg.seed,
         "metrics": ev.metrics,
         "per_scene": ev.per_scene,
