@@ -21,10 +21,10 @@ def catalogue_dir(name: str) -> Path:
 
 def register(reg: Registry) -> None:
     """Builders from the package's modules, then the TOML entries that use them."""
-    from bench import adapters, models, normalizers, scenarios
+    from bench import adapters, models, normalizers, scenarios, shifts
     from bench.datasets import cloudsen12, geotiff, sentinelhub
 
-    for module in (models, normalizers, adapters, geotiff, cloudsen12, sentinelhub, scenarios):
+    for module in (models, normalizers, adapters, shifts, geotiff, cloudsen12, sentinelhub, scenarios):
         reg.add_module(module)
     reg.add_toml_tables("model", catalogue_dir("registry") / "models.toml")
     reg.add_toml_tables("norm", catalogue_dir("registry") / "norms.toml")

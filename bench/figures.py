@@ -66,3 +66,33 @@ def run_figure(path: Path, test: Split, ev: Evaluation, space: EvalSpace, bands:
     plt.close(fig)
     return path
 
+
+
+def severity_columns(df) -> list[str]:  # noqa: ANN001
+    """``mIoU s0`` ... ``mIoU s5`` columns of a leaderboard, in severity order."""
+    import re
+
+    return sorted((c for c in df.columns if re.fullmatch(r"mIoU s\d+", c)), key=lambda c: int(c[6:]))
+
+
+def severity_plot(df, path: Path, name: str, scenario: dict) -> Path:  # noqa: ANN001 - a leaderboard DataFrame
+    """mIoU against shift severity, one line per model x normalizer x adapter (mean over seeds)."""
+    cols = severity_columns(df)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for _, row in df.iterrows():
+        label = f"{row['norm']}" + (f" + {row['adapt']}" if row["adapt"] != "none" else "")
+        if df["model"].nunique() > 1:
+            label = f"{row['model']}: {label}"
+        ax.plot([int(c[6:]) for c in cols], [row[c] for c in cols], marker="o",
+                linestyle="-" if row["adapt"] == "none" else "--", label=label)
+    shift = (scenario.get("definition") or {}).get("shift") or {}
+    ax.set_xlabel(f"severity of the {shift.get('type', '')} shift")
+    ax.set_ylabel("mean IoU")
+    ax.set_title(f"{name}: mIoU against severity", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -38,10 +38,11 @@ KINDS: dict[str, str] = {
     "adapter": "adapter",
     "scenario": "scenario",
     "dataset": "dataset",
+    "shift": "shift",
 }
 #: plural forms accepted by ``bench list``.
 KIND_ALIASES = {"models": "model", "norms": "norm", "normalizers": "norm", "adapters": "adapter",
-                "scenarios": "scenario", "datasets": "dataset"}
+                "scenarios": "scenario", "datasets": "dataset", "shifts": "shift"}
 
 #: keys every TOML entry may have besides its builder's parameters.
 ENTRY_KEYS = {"type", "description"}

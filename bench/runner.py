@@ -133,7 +133,8 @@ def run(cfg: RunConfig) -> RunResult:
                 "train": identity("train"), "val": identity("val"), "recipe": recipe, "seed": cfg.seed}
     train_key = key(train_id)
     eval_key = key({"train": train_key, "test": identity("test"), "space": space.to_dict(),
-                    "adapter": _ident(adapt_entry)})
+                    "adapter": _ident(adapt_entry), "shift": scenario.shift})
+    shift_fn = reg.get("shift", scenario.shift["type"]).builder.fn if scenario.shift else None
     out = Path(cfg.out)
     stem = f"{cfg.model}-{cfg.norm}-{cfg.adapt}-s{cfg.seed}-{eval_key[:10]}"
     result_path = out / "results" / scenario.name / f"{stem}.json"
@@ -149,10 +150,28 @@ def run(cfg: RunConfig) -> RunResult:
 
     t1 = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda") else "cpu"
-    adapter = adapt_entry.build()
-    ev = evaluate(trained.module.to(device), trained.normalizer, splits["test"], space, recipe["patch_size"],
-                  recipe["batch_size"], device, adapter)
+    from bench.sanity import check as sanity_check
+
+    strongest = (shifted(splits["test"], shift_fn, max(scenario.shift["severities"]), list(scenario.bands))
+                 if shift_fn else splits["test"])  # a shift scenario is checked at its strongest severity
+    sanity = sanity_check(splits["train"], strongest, trained.normalizer, list(scenario.bands))
+    per_severity = {}
+    for severity in scenario.shift["severities"] if shift_fn else [None]:
+        test = splits["test"] if severity is None else shifted(splits["test"], shift_fn, severity, list(scenario.bands))
+        adapter = adapt_entry.build()
+        ev = evaluate(trained.module.to(device), trained.normalizer, test, space, recipe["patch_size"],
+                      recipe["batch_size"], device, adapter)
+        if severity is not None:
+            per_severity[str(severity)] = {**ev.metrics, "per_scene": ev.per_scene}
     t_eval = time.perf_counter() - t1
+    metrics = ev.metrics
+    if per_severity:  # the headline: every severity's pixels pooled in one confusion matrix
+        import numpy as np
+
+        from bench.metrics import scores
+
+        pooled = sum(np.array(m["confusion"]) for m in per_severity.values())
+        metrics = {**ev.metrics, **scores(pooled, space.names), "pooled_over_severities": sorted(per_severity, key=int)}
 
     result = {
         "format": 1,
@@ -165,9 +184,11 @@ def run(cfg: RunConfig) -> RunResult:
         "normalizer": {**norm_entry.summary(), "state": trained.normalizer.state_dict()},
         "adapter": {**adapt_entry.summary(), **adapter.describe()},
         "seed": cfg.seed,
-        "metrics": ev.metrics,
+        "metrics": metrics,
         "per_scene": ev.per_scene,
         "per_month": ev.per_month,
+        "per_severity": per_severity or None,
+        "sanity": sanity,
         "train": trained.record,
         "train_key": train_key,
         "eval_key": eval_key,
@@ -184,8 +205,10 @@ def run(cfg: RunConfig) -> RunResult:
     if cfg.figure:
         from bench.figures import run_figure
 
-        figure = run_figure(result_path.with_suffix(".png"), splits["test"], ev, space, list(scenario.bands),
-                            title=f"{cfg.model} x {cfg.norm} on {scenario.name}")
+        title = f"{cfg.model} x {cfg.norm} x {cfg.adapt} on {scenario.name}"
+        if per_severity:
+            title += f" ({scenario.shift['type']}, severity {severity})"
+        figure = run_figure(result_path.with_suffix(".png"), test, ev, space, list(scenario.bands), title=title)
         result["figure"] = str(figure)
     write_json(result_path, result)
     board = None
@@ -194,7 +217,21 @@ def run(cfg: RunConfig) -> RunResult:
 
         dest = out / "leaderboards" if cfg.leaderboards is True else Path(cfg.leaderboards)
         board = write_leaderboards(cfg.out, dest, scenarios=[scenario.name])[0]
-    return RunResult(result_path, ev.metrics, figure, board, trained.fresh, False)
+    return RunResult(result_path, metrics, figure, board, trained.fresh, False)
+
+
+def shifted(split: Any, shift_fn: Any, severity: int, bands: list[str]) -> Any:
+    """The test split with a controlled shift applied to every scene's reflectance (nodata kept)."""
+    import zlib
+
+    from bench.data import Split
+    from bench.datasets import SceneData
+
+    scenes = [SceneData(s.id, shift_fn(s.image, severity, bands, seed=zlib.crc32(s.id.encode())),
+                        s.codes, s.valid, s.meta) for s in split.scenes]
+    out = Split.of(split.name, scenes, split.labels, split.reference)
+    out.dataset, out.files = split.dataset, split.files
+    return out
 
 
 def _ident(entry: Any) -> dict[str, Any]:

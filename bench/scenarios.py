@@ -40,7 +40,7 @@ from bench.labels import EvalSpace
 from bench.registry import Registry, get_registry, register
 
 SPLITS = ("train", "val", "test")
-SCENARIO_KEYS = {"name", "version", "description", "type", "bands", "recipe", "evaluation", *SPLITS}
+SCENARIO_KEYS = {"name", "version", "description", "type", "bands", "recipe", "evaluation", "shift", *SPLITS}
 SOURCE_KEYS = {"dataset", "window", "scenes", "months", "where"}
 #: recipe keys a scenario may preset (the study's values are the command-line defaults).
 RECIPE_KEYS = {"patch_size", "batch_size", "epochs", "max_steps", "samples_per_epoch", "lr", "patience"}
@@ -115,6 +115,7 @@ class Scenario:
     recipe: Mapping[str, Any] = field(default_factory=dict)
     evaluation: EvalSpace | None = None
     origin: str = ""
+    shift: Mapping[str, Any] | None = None  # {"type": shift name, "severities": [0, ..., 5]}
 
     def dataset(self, split: str, registry: Registry | None = None) -> Dataset:
         return load_dataset(self._dataset_ref(split), registry)
@@ -136,7 +137,8 @@ class Scenario:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "bands": list(self.bands),
                 "sources": {k: v.to_dict() for k, v in self.sources.items()}, "recipe": dict(self.recipe),
-                "evaluation": self.evaluation.to_dict() if self.evaluation else None, "origin": self.origin}
+                "evaluation": self.evaluation.to_dict() if self.evaluation else None, "origin": self.origin,
+                "shift": dict(self.shift) if self.shift else None}
 
 
 def parse_scenario(doc: Mapping[str, Any], where: str) -> Scenario:
@@ -152,8 +154,16 @@ def parse_scenario(doc: Mapping[str, Any], where: str) -> Scenario:
     recipe = doc.get("recipe", {})
     check_keys(recipe, RECIPE_KEYS, f"{where} [recipe]")
     evaluation = EvalSpace.parse(doc["evaluation"], f"{where} [evaluation]") if "evaluation" in doc else None
+    shift = doc.get("shift")
+    if shift is not None:
+        check_keys(shift, {"type", "severities"}, f"{where} [shift]")
+        require(shift, "type", f"{where} [shift]")
+        severities = [int(v) for v in shift.get("severities", range(6))]
+        if not severities or any(not 0 <= v <= 5 for v in severities):
+            raise ConfigError(f"{where} [shift]: severities must be integers from 0 to 5, got {severities}")
+        shift = {"type": shift["type"], "severities": severities}
     return Scenario(doc.get("name", Path(where).stem), int(doc["version"]), doc.get("description", ""),
-                    bands, sources, dict(recipe), evaluation, where)
+                    bands, sources, dict(recipe), evaluation, where, shift)
 
 
 @register("scenario", "scenario", check=lambda doc, where: parse_scenario(doc, where) and None)
