@@ -61,12 +61,13 @@ CATALOGUE = sorted([*(REPO / "registry").glob("*.toml"), *(REPO / "scenarios").g
 def test_every_catalogue_toml_validates(path):
     kind = {"registry": None, "scenarios": "scenario"}.get(path.parent.name, "dataset")
     reg = Registry()
-    for k in ("model", "norm", "dataset", "scenario"):
+    for k in ("model", "norm", "adapter", "dataset", "scenario", "shift"):
         for b in get_registry()._builders[k].values():
             reg.add_builder(k, b.name, b.fn, b.description, b.check)
     if kind is None:
-        reg.add_toml_tables("model" if path.stem == "models" else "norm", path)
-        assert reg.names("model") or reg.names("norm")
+        kind = {"models": "model", "norms": "norm", "adapters": "adapter"}[path.stem]
+        reg.add_toml_tables(kind, path)
+        assert reg.names(kind)
     else:
         entry = reg.add_toml_file(kind, path, default_type="scenario" if kind == "scenario" else "geotiff")
         assert entry.settings["version"] >= 1
