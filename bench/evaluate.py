@@ -64,22 +64,20 @@ def evaluate(model: nn.Module, normalizer: Normalizer, test: Split, space: EvalS
     def inputs(scene):  # noqa: ANN001, ANN202
         return scene_input(normalizer, scene.image), (lambda t: tile_input(normalizer, t))
 
-    def batches(scenes):  # noqa: ANN001, ANN202
-        for scene in scenes:
-            image, fn = inputs(scene)
-            for _, x in tile_batches(image, patch, batch_size, fn):
-                yield x.to(device)
+    def batches(image, fn):  # noqa: ANN001, ANN202 - unlabelled inputs only
+        return (x.to(device) for _, x in tile_batches(image, patch, batch_size, fn))
 
     adapted = model
     if adapter.protocol == "per_test_set":
-        adapted = adapter.adapt(copy.deepcopy(model), batches(test.scenes))
+        every = (x for scene in test.scenes for x in batches(*inputs(scene)))
+        adapted = adapter.adapt(copy.deepcopy(model), every)
     k, lut = len(space.names), space.class_lut()
     total = np.zeros((k, k), dtype=np.int64)
     per_scene, preds, refs, months = {}, {}, {}, {}
     for scene in test.scenes:
-        if adapter.protocol == "per_scene":
-            adapted = adapter.adapt(copy.deepcopy(model), batches([scene]))
         image, fn = inputs(scene)
+        if adapter.protocol == "per_scene":
+            adapted = adapter.adapt(copy.deepcopy(model), batches(image, fn))
         pred = lut[predict_scene(adapted, image, patch, batch_size, device, fn)]
         ref = reference_groups(scene.codes, scene.valid, test.labels, space)
         pred[~scene.valid] = IGNORE
