@@ -28,6 +28,17 @@ def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, BN_TYPES)]
 
 
+PROTOCOLS = ("per_scene", "per_test_set")
+
+
+def _protocol(value: str) -> str:
+    if value not in PROTOCOLS:
+        from bench.errors import ConfigError
+
+        raise ConfigError(f"adapter protocol must be one of {PROTOCOLS}, got {value!r}")
+    return value
+
+
 class Adapter:
     protocol = "none"
 
@@ -60,7 +71,7 @@ class AdaBN(Adapter):
 
     def __init__(self, protocol: str = "per_scene") -> None:
         super().__init__()
-        self.protocol = protocol
+        self.protocol = _protocol(protocol)
 
     @torch.no_grad()
     def adapt(self, model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
@@ -93,7 +104,7 @@ class Tent(Adapter):
 
     def __init__(self, protocol: str = "per_scene", steps: int = 1, lr: float = 1e-3) -> None:
         super().__init__()
-        self.protocol, self.steps, self.lr = protocol, int(steps), float(lr)
+        self.protocol, self.steps, self.lr = _protocol(protocol), int(steps), float(lr)
 
     def adapt(self, model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
         bns = batchnorms(model)

@@ -85,6 +85,20 @@ def test_adapters_never_read_the_reference(adapter):
         assert a.metrics["adapter"]["budget"]["images"] == 2  # the test region's two 128 px tiles
 
 
+def test_per_test_set_protocol_adapts_once_on_every_test_tile():
+    scenario = load_scenario("samples_cross")
+    train, test = load_split(scenario, "train"), load_split(scenario, "test")
+    norm = get_registry().get("norm", "percentile").build().fit(train.samples())
+    model = get_registry().get("model", "unet_mnv2").build(in_channels=6).module
+    adabn = get_registry().builder("adapter", "adabn").fn(protocol="per_test_set")
+    ev = evaluate(model, norm, test, scenario.eval_space(), 128, 4, adapter=adabn)
+    assert ev.metrics["adapter"] == {"protocol": "per_test_set", "budget": {"batches": 2, "images": 5}}
+    from bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="protocol must be one of"):
+        get_registry().builder("adapter", "tent").fn(protocol="sometimes")
+
+
 images = st.builds(lambda seed: np.random.default_rng(seed).gamma(2.0, 0.1, (3, 32, 32)).astype(np.float64),
                    st.integers(0, 10_000))
 gains = st.lists(st.floats(0.5, 2.0), min_size=3, max_size=3).map(lambda g: np.array(g)[:, None, None])
