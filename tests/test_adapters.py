@@ -92,7 +92,7 @@ def test_per_test_set_protocol_adapts_once_on_every_test_tile():
     model = get_registry().get("model", "unet_mnv2").build(in_channels=6).module
     adabn = get_registry().builder("adapter", "adabn").fn(protocol="per_test_set")
     ev = evaluate(model, norm, test, scenario.eval_space(), 128, 4, adapter=adabn)
-    assert ev.metrics["adapter"] == {"protocol": "per_test_set", "budget": {"batches": 2, "images": 5}}
+    assert ev.metrics["adapter"] == {"protocol": "per_test_set", "budget": {"batches": 5, "images": 5}}  # one tile per scene
     from bench.errors import ConfigError
 
     with pytest.raises(ConfigError, match="protocol must be one of"):
