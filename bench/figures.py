@@ -78,13 +78,16 @@ def severity_columns(df) -> list[str]:  # noqa: ANN001
 def severity_plot(df, path: Path, name: str, scenario: dict) -> Path:  # noqa: ANN001 - a leaderboard DataFrame
     """mIoU against shift severity, one line per model x normalizer x adapter (mean over seeds)."""
     cols = severity_columns(df)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    norms = sorted(df["norm"].unique())
+    colours = {n: plt.cm.tab10(i % 10) for i, n in enumerate(norms)}  # colour: normalizer
+    styles = {"none": "-", "adabn": "--", "tent": ":"}  # line style: adapter
     for _, row in df.iterrows():
         label = f"{row['norm']}" + (f" + {row['adapt']}" if row["adapt"] != "none" else "")
         if df["model"].nunique() > 1:
             label = f"{row['model']}: {label}"
-        ax.plot([int(c[6:]) for c in cols], [row[c] for c in cols], marker="o",
-                linestyle="-" if row["adapt"] == "none" else "--", label=label)
+        ax.plot([int(c[6:]) for c in cols], [row[c] for c in cols], marker="o", markersize=4,
+                color=colours[row["norm"]], linestyle=styles.get(row["adapt"], "-."), label=label)
     shift = (scenario.get("definition") or {}).get("shift") or {}
     ax.set_xlabel(f"severity of the {shift.get('type', '')} shift")
     ax.set_ylabel("mean IoU")
