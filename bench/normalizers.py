@@ -131,6 +131,22 @@ def _per_band(values: list[float] | np.ndarray, like: np.ndarray | torch.Tensor)
     return arr.astype(like.dtype if np.issubdtype(like.dtype, np.floating) else np.float32)
 
 
+class _QuantileFit(Normalizer):
+    """Fits per-band quantiles of the training split with :class:`StreamingQuantiles` (bounded memory);
+    subclasses read what they need from ``self._hist`` in ``_finish``."""
+
+    def __init__(self, bins: int = 65536) -> None:
+        super().__init__()
+        self.bins = int(bins)
+        self._hist: StreamingQuantiles | None = None
+
+    def _update(self, values: list[np.ndarray]) -> None:
+        if self._hist is None:
+            self._hist = StreamingQuantiles(len(values), self.bins)
+        for b, v in enumerate(values):
+            self._hist.update(b, v)
+
+
 @register("norm", "identity")
 class Identity(Normalizer):
     """No normalization: the model sees top-of-atmosphere reflectance as it is."""
@@ -140,7 +156,7 @@ class Identity(Normalizer):
 
 
 @register("norm", "percentile")
-class Percentile(Normalizer):
+class Percentile(_QuantileFit):
     """Per-band percentile min-max: ``(clip(x, P_low, P_high) - P_low) / (P_high - P_low)``.
 
     ``P_low`` / ``P_high`` are the ``low`` / ``high`` percentiles of each band over the valid pixels of
@@ -155,17 +171,10 @@ class Percentile(Normalizer):
     def __init__(self, low: float = 1.0, high: float = 99.0, bins: int = 65536) -> None:
         if not 0 <= low < high <= 100:
             raise BenchError(f"percentile normalizer needs 0 <= low < high <= 100, got low={low}, high={high}")
-        super().__init__()
-        self.low, self.high, self.bins = float(low), float(high), int(bins)
+        super().__init__(bins)
+        self.low, self.high = float(low), float(high)
         self.p_low: list[float] | None = None
         self.p_high: list[float] | None = None
-        self._hist: StreamingQuantiles | None = None
-
-    def _update(self, values: list[np.ndarray]) -> None:
-        if self._hist is None:
-            self._hist = StreamingQuantiles(len(values), self.bins)
-        for b, v in enumerate(values):
-            self._hist.update(b, v)
 
     def _finish(self) -> None:
         self.p_low = self._hist.quantile(self.low / 100).tolist()
@@ -310,7 +319,7 @@ class ZScorePatch(Normalizer):
 
 
 @register("norm", "histmatch")
-class HistMatch(Normalizer):
+class HistMatch(_QuantileFit):
     """Match each band's histogram to the training split's: fitted on the training split, applied per scene.
 
     The training distribution is kept as ``quantiles`` evenly spaced quantiles per band (streamed, bounded
@@ -322,19 +331,12 @@ class HistMatch(Normalizer):
     level = "scene"
 
     def __init__(self, quantiles: int = 1001, bins: int = 65536) -> None:
-        super().__init__()
-        self.n_quantiles, self.bins = int(quantiles), int(bins)
+        super().__init__(bins)
+        self.n_quantiles = int(quantiles)
         self.reference: list[list[float]] | None = None
-        self._hist: StreamingQuantiles | None = None
 
     def _levels(self) -> np.ndarray:
         return np.linspace(0, 1, self.n_quantiles)
-
-    def _update(self, values: list[np.ndarray]) -> None:
-        if self._hist is None:
-            self._hist = StreamingQuantiles(len(values), self.bins)
-        for b, v in enumerate(values):
-            self._hist.update(b, v)
 
     def _finish(self) -> None:
         self.reference = np.stack([self._hist.quantile(q) for q in self._levels()], axis=1).tolist()

@@ -16,6 +16,8 @@ import warnings
 import numpy as np
 import torch
 
+from common import alternate
+
 from bench.data import Split, load_split, model_input, pad_to, tile_grid
 from bench.datasets import SceneData
 from bench.evaluate import evaluate
@@ -57,12 +59,8 @@ def main() -> None:
         evaluate(model, norm, test, space, args.patch, args.batch)
         return len(tiles) / (time.perf_counter() - t0)
 
-    bare()
-    rates = {"bare": [], "pipeline": []}
-    for _ in range(args.rounds):
-        rates["pipeline"].append(pipeline())
-        rates["bare"].append(bare())
-    p, b = max(rates["pipeline"]), max(rates["bare"])
+    best = alternate({"pipeline": pipeline, "bare": bare}, args.rounds)
+    p, b = best["pipeline"], best["bare"]
     print(f"{len(tiles)} tiles of {args.patch}, batch {args.batch}, {args.rounds} rounds (best of each)")
     print(f"bare inference     : {b:6.2f} tiles/s")
     print(f"evaluation pipeline: {p:6.2f} tiles/s")

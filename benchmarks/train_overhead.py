@@ -17,6 +17,8 @@ import pytorch_lightning as pl
 import segmentation_models_pytorch as smp
 import torch
 
+from common import alternate
+
 from bench.data import CloudDataModule, load_split
 from bench.labels import IGNORE
 from bench.registry import get_registry
@@ -74,12 +76,8 @@ def main() -> None:
         trainer.fit(task, datamodule=dm)
         return args.batch * args.steps / (timer["t1"] - timer["t0"])
 
-    bare()  # warm-up
-    rates = {"bare": [], "harness": []}
-    for _ in range(args.rounds):
-        rates["harness"].append(harness())
-        rates["bare"].append(bare())
-    h, b = max(rates["harness"]), max(rates["bare"])
+    best = alternate({"harness": harness, "bare": bare}, args.rounds)
+    h, b = best["harness"], best["bare"]
     print(f"patch {args.patch}, batch {args.batch}, {args.steps} steps x {args.rounds} rounds (best of each)")
     print(f"bare PyTorch loop : {b:7.2f} images/s")
     print(f"harness (Lightning): {h:7.2f} images/s")

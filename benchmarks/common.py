@@ -1,0 +1,17 @@
+"""Shared by the benchmark scripts: time two ways of doing the same work, alternating, in one run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def alternate(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """Best rate of each function over ``rounds`` alternating rounds (after one warm-up of each), so that
+    the machine's noise falls on both sides alike."""
+    for fn in runs.values():
+        fn()
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            rates[name].append(fn())
+    return {name: max(r) for name, r in rates.items()}
