@@ -81,10 +81,15 @@ def write_leaderboards(out: str | Path = "runs", dest: str | Path = "leaderboard
 
 def identical_metrics(results: list[dict[str, Any]]) -> list[str]:
     """Pairs of different normalizers or adapters whose confusion matrices are bit-identical (same model
-    and seed): one of them probably did nothing. Each pair is warned about and listed."""
+    and seed): one of them probably did nothing. Each pair is warned about and listed. Two perfect results
+    (no error anywhere) are identical for a good reason and are not reported."""
     seen: dict[tuple, tuple[str, str]] = {}
     found = []
     for r in results:
+        cms = [r["metrics"]["confusion"], *((r.get("per_severity") or {}).get(k, {}).get("confusion", [])
+                                            for k in (r.get("per_severity") or {}))]
+        if all(not any(v for i, row in enumerate(cm) for j, v in enumerate(row) if i != j) for cm in cms):
+            continue
         c = r["config"]
         sig = (c["model"], r["seed"], json.dumps(r["metrics"]["confusion"]), json.dumps(r.get("per_severity") and
                {k: v["confusion"] for k, v in r["per_severity"].items()}))

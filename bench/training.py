@@ -87,7 +87,7 @@ def train_or_load(cfg: Any, recipe: dict[str, Any], model_entry: Entry, norm_ent
         devices=cfg.devices, deterministic=True, num_sanity_val_steps=0,
         reload_dataloaders_every_n_epochs=1, log_every_n_steps=1,
         enable_progress_bar=cfg.progress, enable_model_summary=False,
-        logger=CSVLogger(train_dir, name="logs", version=""),
+        logger=CSVLogger(train_dir, name="logs"),  # logs/version_N: a resumed run keeps earlier logs
         callbacks=[checkpoint, EarlyStopping("val_miou", mode="max", patience=recipe["patience"],
                                  check_on_train_epoch_end=False),
                    _NormalizerInCheckpoint(normalizer), *cfg.callbacks],

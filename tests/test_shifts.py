@@ -86,3 +86,7 @@ def test_leaderboard_warns_about_bit_identical_normalizers(tmp_path):
     other["config"]["norm"], other["metrics"]["confusion"] = "c", [[4, 2], [0, 4]]
     with pytest.warns(UserWarning, match="a/none and b/none give bit-identical metrics"):
         assert len(identical_metrics([base, twin, other])) == 1
+    perfect = [json.loads(json.dumps(base)), json.loads(json.dumps(twin))]
+    for r in perfect:
+        r["metrics"]["confusion"] = [[6, 0], [0, 4]]
+    assert identical_metrics(perfect) == []  # two perfect scores are not a sign of a no-op
