@@ -86,8 +86,7 @@ def identical_metrics(results: list[dict[str, Any]]) -> list[str]:
     seen: dict[tuple, tuple[str, str]] = {}
     found = []
     for r in results:
-        cms = [r["metrics"]["confusion"], *((r.get("per_severity") or {}).get(k, {}).get("confusion", [])
-                                            for k in (r.get("per_severity") or {}))]
+        cms = [r["metrics"]["confusion"], *(m["confusion"] for m in (r.get("per_severity") or {}).values())]
         if all(not any(v for i, row in enumerate(cm) for j, v in enumerate(row) if i != j) for cm in cms):
             continue
         c = r["config"]

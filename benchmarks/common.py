@@ -15,3 +15,11 @@ def alternate(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, fl
         for name, fn in runs.items():
             rates[name].append(fn())
     return {name: max(r) for name, r in rates.items()}
+
+
+def report(ours: str, rate: float, bare: str, bare_rate: float, unit: str, target: float) -> None:
+    """Print both rates and their ratio against the target."""
+    width = max(len(ours), len(bare))
+    print(f"{bare:<{width}} : {bare_rate:7.2f} {unit}")
+    print(f"{ours:<{width}} : {rate:7.2f} {unit}")
+    print(f"ratio {ours} / {bare}: {rate / bare_rate:.3f}  (target >= {target:.2f})")

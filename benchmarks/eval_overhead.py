@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 import torch
 
-from common import alternate
+from common import alternate, report
 
 from bench.data import Split, load_split, model_input, pad_to, tile_grid
 from bench.datasets import SceneData
@@ -60,11 +60,8 @@ def main() -> None:
         return len(tiles) / (time.perf_counter() - t0)
 
     best = alternate({"pipeline": pipeline, "bare": bare}, args.rounds)
-    p, b = best["pipeline"], best["bare"]
     print(f"{len(tiles)} tiles of {args.patch}, batch {args.batch}, {args.rounds} rounds (best of each)")
-    print(f"bare inference     : {b:6.2f} tiles/s")
-    print(f"evaluation pipeline: {p:6.2f} tiles/s")
-    print(f"ratio pipeline / bare: {p / b:.3f}  (target >= 0.90)")
+    report("pipeline", best["pipeline"], "bare", best["bare"], "tiles/s", 0.90)
 
 
 if __name__ == "__main__":

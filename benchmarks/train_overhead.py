@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import segmentation_models_pytorch as smp
 import torch
 
-from common import alternate
+from common import alternate, report
 
 from bench.data import CloudDataModule, load_split
 from bench.labels import IGNORE
@@ -77,11 +77,8 @@ def main() -> None:
         return args.batch * args.steps / (timer["t1"] - timer["t0"])
 
     best = alternate({"harness": harness, "bare": bare}, args.rounds)
-    h, b = best["harness"], best["bare"]
     print(f"patch {args.patch}, batch {args.batch}, {args.steps} steps x {args.rounds} rounds (best of each)")
-    print(f"bare PyTorch loop : {b:7.2f} images/s")
-    print(f"harness (Lightning): {h:7.2f} images/s")
-    print(f"ratio harness / bare: {h / b:.3f}  (target >= 0.95)")
+    report("harness", best["harness"], "bare", best["bare"], "images/s", 0.95)
 
 
 if __name__ == "__main__":
