@@ -1,7 +1,8 @@
 """Evaluation: predict every test scene tile by tile, fold into the evaluation label space, score.
 
-Returns the overall confusion matrix and scores over all valid test pixels, the same per scene, and
-the per-scene predictions (for figures).
+Returns the overall confusion matrix and scores over all valid test pixels, the same per scene, the
+confusion matrix of every ``BLOCK`` x ``BLOCK`` block of every scene (the resampling units of the paired
+bootstrap in :mod:`bench.stats`), and the per-scene predictions (for figures).
 """
 
 from __future__ import annotations
@@ -21,13 +22,33 @@ from bench.metrics import NAN_RULE, confusion, scores
 from bench.normalizers import Normalizer
 
 
+#: side in pixels of the spatial blocks that the paired bootstrap resamples (blocks keep nearby,
+#: correlated pixels together; a scene edge gives smaller blocks)
+BLOCK = 64
+
+
 @dataclass
 class Evaluation:
     metrics: dict[str, Any]
     per_scene: dict[str, dict[str, Any]]
+    blocks: dict[str, np.ndarray]  # "<scene>@<row>,<col>" -> (k, k) confusion of that block
     per_month: dict[str, dict[str, Any]]  # "MM" -> scores over the scenes acquired in that month
     predictions: dict[str, np.ndarray]  # scene id -> (H, W) group index, IGNORE at nodata
     references: dict[str, np.ndarray]  # scene id -> (H, W) group index, IGNORE at nodata
+
+
+def block_confusions(scene: str, reference: np.ndarray, prediction: np.ndarray, k: int,
+                     block: int = BLOCK) -> dict[str, np.ndarray]:
+    """``{"<scene>@<row0>,<col0>": (k, k) confusion}`` of each block holding at least one valid pixel."""
+    h, w = reference.shape
+    nbc = -(-w // block)
+    rows, cols = np.indices((h, w))
+    ids = ((rows // block) * nbc + cols // block).ravel()
+    ref, pred = reference.ravel().astype(np.int64), prediction.ravel().astype(np.int64)
+    keep = ref != IGNORE
+    nb = -(-h // block) * nbc
+    counts = np.bincount(ids[keep] * k * k + ref[keep] * k + pred[keep], minlength=nb * k * k).reshape(nb, k, k)
+    return {f"{scene}@{b // nbc * block},{b % nbc * block}": counts[b] for b in np.flatnonzero(counts.sum((1, 2)))}
 
 
 def tile_batches(image: np.ndarray, patch: int, batch_size: int, tile_fn=None):  # noqa: ANN001
@@ -73,7 +94,7 @@ def evaluate(model: nn.Module, normalizer: Normalizer, test: Split, space: EvalS
         adapted = adapter.adapt(copy.deepcopy(model), every)
     k, lut = len(space.names), space.class_lut()
     total = np.zeros((k, k), dtype=np.int64)
-    per_scene, preds, refs, months = {}, {}, {}, {}
+    per_scene, preds, refs, months, blocks = {}, {}, {}, {}, {}
     for scene in test.scenes:
         image, fn = inputs(scene)
         if adapter.protocol == "per_scene":
@@ -83,6 +104,7 @@ def evaluate(model: nn.Module, normalizer: Normalizer, test: Split, space: EvalS
         pred[~scene.valid] = IGNORE
         cm = confusion(ref, pred, k)
         total += cm
+        blocks.update(block_confusions(scene.id, ref, pred, k))
         if scene.meta.get("acquired"):
             month = scene.meta["acquired"][5:7]
             months[month] = months.get(month, 0) + cm
@@ -91,4 +113,4 @@ def evaluate(model: nn.Module, normalizer: Normalizer, test: Split, space: EvalS
     metrics = {**scores(total, space.names), "label_space": space.to_dict(), "nan_rule": NAN_RULE,
                "adapter": adapter.describe()}
     per_month = {m: scores(cm, space.names) for m, cm in sorted(months.items())}
-    return Evaluation(metrics, per_scene, per_month, preds, refs)
+    return Evaluation(metrics, per_scene, blocks, per_month, preds, refs)

@@ -5,9 +5,16 @@ Layout under the output folder (``--out``, default ``runs/``)::
     models/<model>-<norm>-s<seed>-<train key>/   one trained model
         model.pt                                 final weights + normalizer state (weights_only loadable)
         checkpoints/last.ckpt, best.ckpt         Lightning checkpoints (resume, early stopping)
+        logs/version_N/metrics.csv               Lightning's CSV log (one version per start or resume)
+        wandb/offline-run-*                      the wandb run (offline unless --wandb online)
         train.json                               the training record
+    models/<same>.lock                           held while training (parallel sweeps never train twice)
     results/<scenario>/<model>-<norm>-<adapt>-s<seed>-<eval key>.json   one evaluation
     results/<scenario>/<same>.png                its figure
+    sweeps/<sweep key>/                          a sweep's cell list and its workers' logs
+
+Every file is written atomically (temporary file, then rename), so a reader never sees half a result,
+and a damaged file is set aside as ``*.corrupt``, never used or deleted.
 
 The train key hashes what determines training (model, normalizer, training and validation data with
 their checksums, bands, recipe, seed); the eval key adds the test data, label space and adapter. So a
@@ -22,8 +29,11 @@ import math
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -78,6 +88,42 @@ def save_torch(path: str | Path, obj: Any) -> Path:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block. The kernel drops it
+    when the holder exits, even on SIGKILL, so a killed process never leaves a stale lock."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process that holds {path} ...", file=sys.stderr, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write text atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:

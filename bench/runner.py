@@ -26,6 +26,9 @@ STUDY_RECIPE: dict[str, Any] = {"epochs": 30, "batch_size": 16, "patch_size": 25
                                 "max_steps": -1, "samples_per_epoch": None}
 
 
+WANDB_MODES = ("offline", "online", "off")
+
+
 @dataclass
 class RunConfig:
     model: str = "unet_mnv2"
@@ -49,7 +52,10 @@ class RunConfig:
     strict: bool = False
     accelerator: str = "auto"
     devices: int = 1
+    strategy: str = "auto"  # any Lightning strategy: ddp, ddp_spawn, fsdp, ...
+    num_nodes: int = 1
     num_workers: int = 0
+    wandb: str = "offline"  # offline (default), online, or off; Lightning's CSV logs are always written
     figure: bool = True
     progress: bool = True
     callbacks: list = field(default_factory=list)  # extra Lightning callbacks (not recorded)
@@ -74,6 +80,10 @@ class RunConfig:
             raise ConfigError(f"--max-steps must be at least 1 (or -1 for no limit), got {self.max_steps}")
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.wandb not in WANDB_MODES:
+            from bench.errors import unknown
+
+            raise unknown("--wandb mode", self.wandb, list(WANDB_MODES))
         if self.data_root is not None and not Path(self.data_root).is_dir():
             raise ConfigError(f"--data-root {self.data_root!r} is not a folder")
 
@@ -99,29 +109,46 @@ class RunResult:
     skipped: bool  # True when the result already existed
 
 
-def run(cfg: RunConfig) -> RunResult:
-    """Train or reuse, evaluate, write the result JSON, the figure and the scenario's leaderboard."""
-    import torch
+@dataclass
+class Plan:
+    """What a run will do, worked out before any pixel is read: identities, keys and where things go."""
 
+    cfg: RunConfig
+    scenario: Any
+    recipe: dict[str, Any]
+    splits: dict[str, Any]
+    train_id: dict[str, Any]
+    train_key: str
+    eval_key: str
+    train_dir: Path
+    result_path: Path
+
+    @property
+    def done(self) -> bool:
+        return self.result_path.exists()
+
+    @property
+    def trained(self) -> bool:
+        from bench.training import MODEL_FILE
+
+        return (self.train_dir / MODEL_FILE).exists()
+
+
+def plan(cfg: RunConfig) -> Plan:
+    """Validate ``cfg`` and work out its identities: the train key (what determines the trained model) and
+    the eval key (that plus test data, label space, adapter and shift). Data files are checksummed (cached)
+    but not read."""
     from bench.data import load_split
-    from bench.evaluate import evaluate
-    from bench.results import git_state, hardware, key, read_result, versions, write_json
+    from bench.results import key
     from bench.scenarios import load_scenario
-    from bench.training import train_or_load
 
     cfg.validate()
     if cfg.data_root:  # datasets find downloaded data through CLOUDBENCH_DATA (see bench.datasets.data_root)
         os.environ["CLOUDBENCH_DATA"] = str(Path(cfg.data_root).resolve())
-    t0 = time.perf_counter()
     reg = get_registry()
-    model_entry, norm_entry, adapt_entry = (reg.get("model", cfg.model), reg.get("norm", cfg.norm),
-                                            reg.get("adapter", cfg.adapt))
     scenario = load_scenario(cfg.scenario)
     recipe = cfg.recipe(dict(scenario.recipe))
-    space = scenario.eval_space()
-
     splits = {s: load_split(scenario, s, strict=cfg.strict) for s in ("train", "val", "test")}
-    t_data = time.perf_counter() - t0
 
     def identity(split: str) -> dict[str, Any]:
         sp = splits[split]
@@ -129,15 +156,39 @@ def run(cfg: RunConfig) -> RunResult:
         return {"source": scenario.sources[split].to_dict(), "dataset": sp.dataset,
                 "sha256": sorted(sp.files.values())}
 
-    train_id = {"model": _ident(model_entry), "norm": _ident(norm_entry), "bands": list(scenario.bands),
-                "train": identity("train"), "val": identity("val"), "recipe": recipe, "seed": cfg.seed}
+    train_id = {"model": _ident(reg.get("model", cfg.model)), "norm": _ident(reg.get("norm", cfg.norm)),
+                "bands": list(scenario.bands), "train": identity("train"), "val": identity("val"),
+                "recipe": recipe, "seed": cfg.seed}
     train_key = key(train_id)
-    eval_key = key({"train": train_key, "test": identity("test"), "space": space.to_dict(),
-                    "adapter": _ident(adapt_entry), "shift": scenario.shift})
-    shift_fn = reg.get("shift", scenario.shift["type"]).builder.fn if scenario.shift else None
+    eval_key = key({"train": train_key, "test": identity("test"), "space": scenario.eval_space().to_dict(),
+                    "adapter": _ident(reg.get("adapter", cfg.adapt)), "shift": scenario.shift})
     out = Path(cfg.out)
     stem = f"{cfg.model}-{cfg.norm}-{cfg.adapt}-s{cfg.seed}-{eval_key[:10]}"
-    result_path = out / "results" / scenario.name / f"{stem}.json"
+    return Plan(cfg, scenario, recipe, splits, train_id, train_key, eval_key,
+                out / "models" / f"{cfg.model}-{cfg.norm}-s{cfg.seed}-{train_key[:10]}",
+                out / "results" / scenario.name / f"{stem}.json")
+
+
+def run(cfg: RunConfig | Plan) -> RunResult:
+    """Train or reuse, evaluate, write the result JSON, the figure and the scenario's leaderboard.
+
+    Under a multi-process strategy (``ddp``) every process trains; only rank 0 evaluates and writes."""
+    import torch
+
+    from bench.evaluate import BLOCK, evaluate
+    from bench.results import git_state, hardware, read_result, versions, write_json
+    from bench.training import train_or_load
+
+    t0 = time.perf_counter()
+    p = cfg if isinstance(cfg, Plan) else plan(cfg)
+    cfg, scenario, recipe, splits = p.cfg, p.scenario, p.recipe, p.splits
+    reg = get_registry()
+    model_entry, norm_entry, adapt_entry = (reg.get("model", cfg.model), reg.get("norm", cfg.norm),
+                                            reg.get("adapter", cfg.adapt))
+    space = scenario.eval_space()
+    t_data = time.perf_counter() - t0
+    shift_fn = reg.get("shift", scenario.shift["type"]).builder.fn if scenario.shift else None
+    out, result_path, train_key, eval_key = Path(cfg.out), p.result_path, p.train_key, p.eval_key
     if result_path.exists() and not cfg.force:
         existing = read_result(result_path)
         if existing is not None:
@@ -145,8 +196,9 @@ def run(cfg: RunConfig) -> RunResult:
             fig = result_path.with_suffix(".png")
             return RunResult(result_path, existing["metrics"], fig if fig.exists() else None, None, False, True)
 
-    train_dir = out / "models" / f"{cfg.model}-{cfg.norm}-s{cfg.seed}-{train_key[:10]}"
-    trained = train_or_load(cfg, recipe, model_entry, norm_entry, scenario, splits, space, train_dir, train_id)
+    trained = train_or_load(cfg, recipe, model_entry, norm_entry, scenario, splits, space, p.train_dir, p.train_id)
+    if trained.rank != 0:  # another process of a multi-process strategy: rank 0 evaluates and writes
+        return RunResult(result_path, {}, None, None, trained.fresh, False)
 
     t1 = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda") else "cpu"
@@ -155,7 +207,7 @@ def run(cfg: RunConfig) -> RunResult:
     strongest = (shifted(splits["test"], shift_fn, max(scenario.shift["severities"]), list(scenario.bands))
                  if shift_fn else splits["test"])  # a shift scenario is checked at its strongest severity
     sanity = sanity_check(splits["train"], strongest, trained.normalizer, list(scenario.bands))
-    per_severity = {}
+    per_severity, blocks = {}, {}
     for severity in scenario.shift["severities"] if shift_fn else [None]:
         test = splits["test"] if severity is None else shifted(splits["test"], shift_fn, severity, list(scenario.bands))
         adapter = adapt_entry.build()
@@ -163,6 +215,8 @@ def run(cfg: RunConfig) -> RunResult:
                       recipe["batch_size"], device, adapter)
         if severity is not None:
             per_severity[str(severity)] = {**ev.metrics, "per_scene": ev.per_scene}
+        for b, cm in ev.blocks.items():  # pooled over severities, as the headline metrics are
+            blocks[b] = blocks.get(b, 0) + cm
     t_eval = time.perf_counter() - t1
     metrics = ev.metrics
     if per_severity:  # the headline: every severity's pixels pooled in one confusion matrix
@@ -188,11 +242,13 @@ def run(cfg: RunConfig) -> RunResult:
         "per_scene": ev.per_scene,
         "per_month": ev.per_month,
         "per_severity": per_severity or None,
+        "blocks": {"size": BLOCK, "ids": list(blocks), "confusion": [cm.ravel().tolist() for cm in blocks.values()]},
         "sanity": sanity,
         "train": trained.record,
         "train_key": train_key,
         "eval_key": eval_key,
         "checkpoint": str(trained.path),
+        "logs": trained.record.get("logs"),
         "data": {s: {"dataset": sp.dataset, "reference": sp.reference, "scenes": [x.id for x in sp.scenes],
                      "files": sp.files} for s, sp in splits.items()},
         "versions": versions(),
@@ -247,4 +303,4 @@ def _command() -> str:
     return shlex.join(argv)
 
 
-__all__ = ["RunConfig", "RunResult", "run", "STUDY_RECIPE"]
+__all__ = ["RunConfig", "RunResult", "Plan", "plan", "run", "STUDY_RECIPE"]

@@ -46,6 +46,8 @@ class SegmentationTask(pl.LightningModule):
         self._cm += confusion(ref.cpu().numpy(), pred.cpu().numpy(), len(self.val_names))
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.world_size > 1:  # every rank saw a shard of the validation tiles: add them up
+            self._cm = self.all_gather(torch.from_numpy(self._cm)).sum(0).cpu().numpy()
         miou = scores(self._cm, self.val_names)["miou"]
         self.log("val_miou", float(miou) if miou is not None else 0.0, prog_bar=True)
 

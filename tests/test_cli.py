@@ -95,7 +95,7 @@ def test_interrupted_training_resumes_to_the_same_result(first_run, tmp_path):
                leaderboards=False, progress=False, figure=False)
     with pytest.raises(Interrupt):
         run(RunConfig(**cfg, callbacks=[StopAfterFirstEpoch()]))
-    (model_dir,) = (tmp_path / "runs" / "models").iterdir()
+    (model_dir,) = (tmp_path / "runs" / "models").glob("*/")
     assert (model_dir / "checkpoints" / "last.ckpt").exists() and not (model_dir / "model.pt").exists()
     assert not (tmp_path / "runs" / "results").exists()  # nothing half-written
     res = run(RunConfig(**cfg))
@@ -108,7 +108,7 @@ def test_truncated_checkpoint_and_result_are_set_aside(first_run, tmp_path):
     cfg = dict(patch_size=64, batch_size=4, samples_per_epoch=8, epochs=1, out=str(tmp_path / "runs"),
                leaderboards=False, progress=False, figure=False)
     res = run(RunConfig(**cfg))
-    (model_dir,) = (tmp_path / "runs" / "models").iterdir()
+    (model_dir,) = (tmp_path / "runs" / "models").glob("*/")
     final = model_dir / "model.pt"
     final.write_bytes(final.read_bytes()[:1000])
     res.path.write_text(res.path.read_text()[:100])
