@@ -20,6 +20,39 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """Options that ``run`` and ``sweep`` share: the recipe, where data and results live, the hardware."""
+    g = p.add_argument_group("recipe (default: the scenario's preset, else the study's)")
+    g.add_argument("--epochs", type=_positive_int, help="maximum epochs (study: 30)")
+    g.add_argument("--batch-size", type=_positive_int, help="study: 16")
+    g.add_argument("--patch-size", type=int, help="training crop and evaluation tile size, multiple of 32 (study: 256)")
+    g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (-1: no limit)")
+    g.add_argument("--samples-per-epoch", type=_positive_int, help="random crops per epoch")
+    g.add_argument("--lr", type=float, help="Adam learning rate (study: 1e-3)")
+    g.add_argument("--patience", type=_positive_int, help="early-stopping patience in epochs on val mIoU")
+    p.add_argument("--data-root", help="folder holding downloaded datasets (or set CLOUDBENCH_DATA)")
+    p.add_argument("--out", default="runs", help="folder for trained models and results (default: runs)")
+    p.add_argument("--strict", action="store_true", help="refuse NaN / inf pixels instead of treating them as nodata")
+    h = p.add_argument_group("hardware (any Lightning accelerator and strategy)")
+    h.add_argument("--accelerator", default="auto", help="auto, cpu, gpu, ...")
+    h.add_argument("--devices", type=_positive_int, default=1, help="devices per run (with --strategy ddp: processes)")
+    h.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn, fsdp, ...")
+    h.add_argument("--num-nodes", type=_positive_int, default=1)
+    h.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--wandb", default="offline", help="offline (default; `wandb sync` later), online, or off")
+
+
+def _run_config(args: argparse.Namespace, argv: Sequence[str], **extra):  # noqa: ANN202
+    from bench.runner import RunConfig
+
+    return RunConfig(epochs=args.epochs, batch_size=args.batch_size, patch_size=args.patch_size,
+                     max_steps=args.max_steps, samples_per_epoch=args.samples_per_epoch, lr=args.lr,
+                     patience=args.patience, data_root=args.data_root, out=args.out, strict=args.strict,
+                     accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
+                     num_nodes=args.num_nodes, num_workers=args.num_workers, wandb=args.wandb,
+                     command=shlex.join(["bench", *argv]), **extra)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description="cloudbench: do Sentinel-2 cloud masks still work on "
                                 "data they were not trained on?")
@@ -32,25 +65,34 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--scenario", default="samples_cross", help="scenario name or path of a scenario TOML")
     r.add_argument("--adapt", default="none", help="test-time adapter (bench list adapters)")
     r.add_argument("--seed", type=int, default=0)
-    g = r.add_argument_group("recipe (default: the scenario's preset, else the study's)")
-    g.add_argument("--epochs", type=_positive_int, help="maximum epochs (study: 30)")
-    g.add_argument("--batch-size", type=_positive_int, help="study: 16")
-    g.add_argument("--patch-size", type=int, help="training crop and evaluation tile size, multiple of 32 (study: 256)")
-    g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (-1: no limit)")
-    g.add_argument("--samples-per-epoch", type=_positive_int, help="random crops per epoch")
-    g.add_argument("--lr", type=float, help="Adam learning rate (study: 1e-3)")
-    g.add_argument("--patience", type=_positive_int, help="early-stopping patience in epochs on val mIoU")
-    r.add_argument("--data-root", help="folder holding downloaded datasets (or set CLOUDBENCH_DATA)")
-    r.add_argument("--out", default="runs", help="folder for trained models and results (default: runs)")
+    _run_options(r)
     r.add_argument("--leaderboards", default=None, help="folder for the scenario's leaderboard (default: <out>/leaderboards)")
     r.add_argument("--no-leaderboard", action="store_true", help="do not regenerate the scenario's leaderboard")
     r.add_argument("--force", action="store_true", help="redo training and evaluation even if results exist")
-    r.add_argument("--strict", action="store_true", help="refuse NaN / inf pixels instead of treating them as nodata")
-    r.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, ...")
-    r.add_argument("--devices", type=_positive_int, default=1)
-    r.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     r.add_argument("--no-figure", action="store_true", help="do not draw the per-run figure")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sw = sub.add_parser("sweep", help="cross models x norms x adapters x scenarios x seeds; resumable, parallel")
+    sw.add_argument("--models", default="unet_mnv2", help="names or wildcards, comma-separated: 'unet_*,segformer_b0'")
+    sw.add_argument("--norms", default="none,percentile,zscore", help="normalizers (default: none,percentile,zscore)")
+    sw.add_argument("--adapt", default="none", help="adapters, e.g. none,adabn")
+    sw.add_argument("--scenarios", default="samples_cross", help="scenario names, wildcards or TOML paths")
+    sw.add_argument("--seeds", default="1", help="a count (3: seeds 0,1,2) or a list (0,4,7)")
+    _run_options(sw)
+    sw.add_argument("--leaderboards", default=None, help="folder for the leaderboards (default: <out>/leaderboards)")
+    sw.add_argument("--dry-run", action="store_true", help="list the cells and which are cached; run nothing")
+    sw.add_argument("--jobs", type=_positive_int, default=1, help="jobs at once (local: worker processes)")
+    sw.add_argument("--launcher", default="local", help="local (default), slurm, or submitit_local")
+    sw.add_argument("--partition", help="Slurm partition")
+    sw.add_argument("--time", type=_positive_int, default=60, help="Slurm time limit per job, minutes")
+    sw.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per Slurm job (one task per GPU)")
+    sw.add_argument("--cpus-per-job", type=int, help="CPUs per Slurm task")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    rp = sub.add_parser("report", help="write the leaderboards as a static HTML site (opens from disk)")
+    rp.add_argument("--runs", default="runs", help="folder of results (default: runs)")
+    rp.add_argument("--dest", default="leaderboards/html", help="site folder (default: leaderboards/html)")
+    rp.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
 
     ls = sub.add_parser("list", help="list registered plugins: models, norms, adapters, scenarios, datasets")
     ls.add_argument("kind", nargs="?", default=None, help="models | norms | adapters | scenarios | datasets (default: all)")
@@ -106,15 +148,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from bench.runner import RunConfig, run
+    from bench.runner import run
 
-    cfg = RunConfig(model=args.model, norm=args.norm, scenario=args.scenario, adapt=args.adapt, seed=args.seed,
-                    epochs=args.epochs, batch_size=args.batch_size, patch_size=args.patch_size,
-                    max_steps=args.max_steps, samples_per_epoch=args.samples_per_epoch, lr=args.lr,
-                    patience=args.patience, data_root=args.data_root, out=args.out,
-                    leaderboards=False if args.no_leaderboard else (args.leaderboards or True), force=args.force, strict=args.strict,
-                    accelerator=args.accelerator, devices=args.devices, num_workers=args.num_workers,
-                    figure=not args.no_figure, progress=not args.quiet, command=shlex.join(["bench", *argv]))
+    cfg = _run_config(args, argv, model=args.model, norm=args.norm, scenario=args.scenario, adapt=args.adapt,
+                      seed=args.seed, leaderboards=False if args.no_leaderboard else (args.leaderboards or True),
+                      force=args.force, figure=not args.no_figure, progress=not args.quiet)
     cfg.validate()
     res = run(cfg)
     m = res.metrics
@@ -128,6 +166,28 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if res.leaderboard:
         print(f"leaderboard: {res.leaderboard}")
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from bench.launchers import Launcher
+    from bench.sweep import Grid, dry_run, plans, sweep
+
+    grid = Grid(models=args.models, norms=args.norms, adapts=args.adapt, scenarios=args.scenarios,
+                seeds=args.seeds, base=_run_config(args, argv, progress=False, leaderboards=False))
+    if args.dry_run:
+        print(dry_run(plans(grid)))
+        return 0
+    launcher = Launcher(args.launcher, jobs=args.jobs, partition=args.partition, time_min=args.time,
+                        gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job)
+    s = sweep(grid, launcher, leaderboards=args.leaderboards or True, command=shlex.join(["bench", *argv]),
+              progress=not args.quiet)
+    print(f"\n{s.cells} cells: {s.done_before} cached, {s.ran} run now, {len(s.failed)} failed; "
+          f"{s.models_to_train} models trained, {s.models_reused} reused; {s.wall_s:.0f} s")
+    for p in s.leaderboards:
+        print(f"leaderboard: {p}")
+    for f in s.failed:
+        print(f"missing: {f}", file=sys.stderr)
+    return 1 if s.failed else 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -167,6 +227,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args, argv)
+        if args.command == "sweep":
+            return cmd_sweep(args, argv)
+        if args.command == "report":
+            from bench.report import main_report
+
+            return main_report(args.runs, args.dest, args.scenario, shlex.join(["bench", *argv]))
         if args.command == "list":
             return cmd_list(args)
         if args.command == "data":

@@ -1,13 +1,23 @@
 """Leaderboards, generated from stored results and never edited by hand.
 
-``leaderboards/<scenario>.md`` and ``.csv``: one row per model x normalizer x adapter with per-class IoU,
-mean IoU and overall accuracy averaged over runs (seeds), the number of runs, the reference type and
-the commits that made them; sorted by mean IoU. Only results of the scenario's newest version count.
+``leaderboards/<scenario>.md`` and ``.csv``: one row per model x normalizer x adapter, sorted by mean IoU.
+
+* Every metric is the mean over runs (seeds) with the half-width of its 95 % Student-t interval.
+* ``vs best``: a paired bootstrap over test blocks (:mod:`bench.stats`) of the best row against each
+  other row; a row whose interval of (best - row) reaches 0 is *tied* with the best.
+* The leading rows are each tested against the next ("A beats B").
+* For a scenario tested away from its training data, each row's in-distribution mIoU (the same trained
+  models on the test split of their own dataset, or severity 0 of a shift), the drop, and both rankings
+  with Kendall's tau between them.
+
+Only results of the scenario's newest version count; results with the same evaluation key (copies of
+one experiment) count once.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import sys
 import warnings
@@ -18,64 +28,186 @@ import numpy as np
 import pandas as pd
 
 from bench.figures import severity_columns, severity_plot
-from bench.results import load_results
+from bench.results import file_lock, load_results, write_text
+from bench.stats import LEVEL, Comparison, blocks_of, paired_bootstrap, seed_interval
 
 KEYS = ["model", "norm", "adapt"]
+LEADING = 4  # "A beats B" is tested between consecutive rows among the first LEADING
 
 
-def table(results: list[dict[str, Any]]) -> pd.DataFrame:
-    """The leaderboard of one scenario's results as a DataFrame (one row per model x norm x adapter)."""
-    rows = []
+def row_key(r: dict[str, Any]) -> tuple[str, str, str]:
+    c = r["config"]
+    return c["model"], c["norm"], c.get("adapt", "none")
+
+
+def _num(v: Any) -> float:
+    return np.nan if v is None else float(v)
+
+
+def _commit(r: dict[str, Any]) -> str:
+    git = r.get("git") or {}
+    return (git.get("commit") or "unknown")[:8] + ("+dirty" if git.get("dirty") else "")
+
+
+def table(results: list[dict[str, Any]], every: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """The leaderboard of one scenario's results (one row per model x norm x adapter); ``every`` (all
+    results, of all scenarios) supplies the in-distribution counterparts of the rows."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in results:
-        m = r["metrics"]
-        git = r.get("git") or {}
-        commit = (git.get("commit") or "unknown")[:8] + ("+dirty" if git.get("dirty") else "")
-        rows.append({"model": r["config"]["model"], "norm": r["config"]["norm"], "adapt": r["config"].get("adapt", "none"),
-                     **{f"IoU {k}": (np.nan if v is None else v) for k, v in m["iou"].items()},
-                     "mIoU": np.nan if m["miou"] is None else m["miou"],
-                     "accuracy": np.nan if m["accuracy"] is None else m["accuracy"],
-                     **{f"mIoU s{k}": (np.nan if v["miou"] is None else v["miou"])
-                        for k, v in (r.get("per_severity") or {}).items()},
-                     "seed": r["seed"], "reference": r["scenario"].get("reference", "?"), "commit": commit,
-                     "steps": (r.get("train") or {}).get("steps")})
+        groups.setdefault(row_key(r), []).append(r)
+    rows = []
+    for k, rs in groups.items():
+        row: dict[str, Any] = dict(zip(KEYS, k))
+        metrics = [(f"IoU {c}", [r["metrics"]["iou"].get(c) for r in rs]) for c in rs[0]["metrics"]["iou"]]
+        metrics += [("mIoU", [r["metrics"]["miou"] for r in rs]), ("accuracy", [r["metrics"]["accuracy"] for r in rs])]
+        for name, values in metrics:
+            row[name], row[f"{name} ci95"] = seed_interval(values)
+        for sev in sorted({s for r in rs for s in (r.get("per_severity") or {})}, key=int):
+            row[f"mIoU s{sev}"] = np.nanmean([_num((r.get("per_severity") or {}).get(sev, {}).get("miou"))
+                                              for r in rs])
+        row.update({"runs": len(rs), "seeds": ",".join(str(s) for s in sorted({r["seed"] for r in rs})),
+                    "steps": ",".join(sorted({str((r.get("train") or {}).get("steps")) for r in rs})),
+                    "reference": rs[0]["scenario"].get("reference", "?"),
+                    "commit": ",".join(sorted({_commit(r) for r in rs}))})
+        rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    metric_cols = [c for c in df.columns if c.startswith("IoU ")] + ["mIoU", "accuracy"] + severity_columns(df)
-    agg = df.groupby(KEYS, sort=False).agg(
-        **{c: (c, "mean") for c in metric_cols},
-        **{"mIoU sd": ("mIoU", "std")},
-        runs=("seed", "size"),
-        steps=("steps", lambda s: ",".join(sorted({str(int(v)) for v in s.dropna()}))),
-        reference=("reference", "first"),
-        commit=("commit", lambda s: ",".join(sorted(set(s)))),
-    ).reset_index()
-    return agg.sort_values("mIoU", ascending=False, na_position="last").reset_index(drop=True)
+    df = df.sort_values("mIoU", ascending=False, na_position="last").reset_index(drop=True)
+    _versus_best(df, groups)
+    _in_distribution(df, groups, every or results)
+    return df
+
+
+def _versus_best(df: pd.DataFrame, groups: dict[tuple, list[dict[str, Any]]]) -> None:
+    """Columns ``best - this`` (with its bootstrap interval and p) and ``tied`` (with the best row)."""
+    cols = {"best - this": np.nan, "best - this low": np.nan, "best - this high": np.nan, "p best beats this": np.nan}
+    for c, v in cols.items():
+        df[c] = v
+    df["tied"] = pd.Series([None] * len(df), dtype=object)
+    best = blocks_of(groups[tuple(df.loc[0, KEYS])])
+    if best is None:
+        return
+    ids, best_cm = best
+    df.loc[0, "tied"] = "best"
+    for i in range(1, len(df)):
+        other = blocks_of(groups[tuple(df.loc[i, KEYS])], ids)
+        if other is None:
+            continue
+        c = paired_bootstrap(best_cm, other[1])
+        df.loc[i, list(cols)] = [c.diff, c.low, c.high, c.p]
+        df.loc[i, "tied"] = "no" if c.significant else "yes"
+
+
+def leading_comparisons(df: pd.DataFrame, groups: dict[tuple, list[dict[str, Any]]],
+                        n: int = LEADING) -> list[tuple[tuple, tuple, Comparison]]:
+    """Each of the first ``n`` rows against the next one: (A, B, A - B)."""
+    out = []
+    for i in range(min(n, len(df)) - 1):
+        a, b = tuple(df.loc[i, KEYS]), tuple(df.loc[i + 1, KEYS])
+        ba = blocks_of(groups[a])
+        bb = blocks_of(groups[b], ba[0]) if ba else None
+        if ba and bb:
+            out.append((a, b, paired_bootstrap(ba[1], bb[1])))
+    return out
+
+
+def _test_source(r: dict[str, Any]) -> tuple[str | None, str | None]:
+    d = r["scenario"].get("definition", {})
+    src = d.get("sources", {})
+    return (src.get("test") or {}).get("dataset"), (src.get("train") or {}).get("dataset")
+
+
+def _in_distribution(df: pd.DataFrame, groups: dict[tuple, list[dict[str, Any]]],
+                     every: list[dict[str, Any]]) -> None:
+    """Columns ``in-dist scenario``, ``mIoU in-dist``, ``drop``, ``rank in-dist`` and ``rank`` where a row
+    has an in-distribution counterpart: severity 0 of a shift scenario, else results of the same trained
+    models and adapter on a scenario that tests on their own training dataset with no shift."""
+    intra: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in every:
+        test_ds, train_ds = _test_source(r)
+        if test_ds and test_ds == train_ds and not r["scenario"].get("definition", {}).get("shift"):
+            intra.setdefault((r["train_key"], r["config"].get("adapt", "none")), []).append(r)
+    names, values, here = [], [], []
+    for i in range(len(df)):
+        rs = groups[tuple(df.loc[i, KEYS])]
+        if rs[0]["scenario"].get("definition", {}).get("shift"):
+            sev = [c for c in severity_columns(df) if c == "mIoU s0"]
+            strongest = severity_columns(df)[-1] if severity_columns(df) else None
+            names.append("severity 0" if sev else None)
+            values.append(df.loc[i, "mIoU s0"] if sev else np.nan)
+            here.append(df.loc[i, strongest] if strongest else np.nan)
+            continue
+        pairs = [(r, intra[(r.get("train_key"), r["config"].get("adapt", "none"))][0]) for r in rs
+                 if (r.get("train_key"), r["config"].get("adapt", "none")) in intra]
+        pairs = [(r, m) for r, m in pairs if m["scenario"]["name"] != r["scenario"]["name"]]
+        if not pairs:  # no counterpart, or this is the in-distribution scenario itself
+            names.append(None), values.append(np.nan), here.append(np.nan)
+            continue
+        names.append(pairs[0][1]["scenario"]["name"])  # drop and ranks use the runs that have a counterpart
+        values.append(float(np.nanmean([_num(m["metrics"]["miou"]) for _, m in pairs])))
+        here.append(float(np.nanmean([_num(r["metrics"]["miou"]) for r, _ in pairs])))
+    if not any(names):
+        return
+    df["in-dist scenario"] = names
+    df["mIoU in-dist"] = values
+    df["drop"] = np.array(values, dtype=float) - np.array(here, dtype=float)
+    has = ~np.isnan(df["mIoU in-dist"].to_numpy(dtype=float))
+    df["rank in-dist"] = pd.Series(df["mIoU in-dist"].where(has).rank(ascending=False, method="min"), dtype="Int64")
+    df["rank"] = pd.Series(pd.Series(here, dtype=float).where(has).rank(ascending=False, method="min"), dtype="Int64")
+
+
+def kendall_tau(df: pd.DataFrame) -> float | None:
+    """Kendall's tau between the in-distribution and this scenario's rankings (None if < 3 rows have both)."""
+    if "rank in-dist" not in df:
+        return None
+    both = df[["rank in-dist", "rank"]].dropna()
+    if len(both) < 3:
+        return None
+    from scipy.stats import kendalltau
+
+    tau = kendalltau(both["rank in-dist"].astype(float), both["rank"].astype(float)).statistic
+    return None if math.isnan(tau) else float(tau)
+
+
+def unique(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One result per evaluation key (copies of one experiment, e.g. from merged run folders, count once)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for r in results:
+        seen[r.get("eval_key") or r.get("_path", id(r))] = r
+    return list(seen.values())
+
+
+def scenario_results(out: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """Every result under ``out`` by scenario, newest scenario version only, one per experiment."""
+    by_scenario: dict[str, list[dict[str, Any]]] = {}
+    for r in unique(load_results(out)):
+        by_scenario.setdefault(r["scenario"]["name"], []).append(r)
+    for name, rs in by_scenario.items():
+        newest = max(r["scenario"]["version"] for r in rs)
+        by_scenario[name] = [r for r in rs if r["scenario"]["version"] == newest]
+    return dict(sorted(by_scenario.items()))
 
 
 def write_leaderboards(out: str | Path = "runs", dest: str | Path = "leaderboards",
                        scenarios: list[str] | None = None, command: str | None = None) -> list[Path]:
     """Regenerate ``<dest>/<scenario>.md`` and ``.csv`` from every result under ``out``."""
-    results = load_results(out)
-    by_scenario: dict[str, list[dict[str, Any]]] = {}
-    for r in results:
-        by_scenario.setdefault(r["scenario"]["name"], []).append(r)
-    written = []
+    by_scenario = scenario_results(out)
+    every = [r for rs in by_scenario.values() for r in rs]
     command = command or "bench leaderboard --runs " + shlex.quote(str(out))
-    for name, rs in sorted(by_scenario.items()):
-        if scenarios and name not in scenarios:
-            continue
-        newest = max(r["scenario"]["version"] for r in rs)
-        rs = [r for r in rs if r["scenario"]["version"] == newest]
-        df = table(rs)
-        twins = identical_metrics(rs)
-        dest_dir = Path(dest)
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        df.to_csv(dest_dir / f"{name}.csv", index=False, float_format="%.4f")
-        (dest_dir / f"{name}.md").write_text(_markdown(name, newest, rs, df, command, twins))
-        written += [dest_dir / f"{name}.md", dest_dir / f"{name}.csv"]
-        if severity_columns(df):
-            written.append(severity_plot(df, dest_dir / f"{name}_severity.png", name, rs[0]["scenario"]))
+    dest_dir = Path(dest)
+    written = []
+    with file_lock(dest_dir / ".lock"):  # parallel runs regenerate boards one at a time
+        for name, rs in by_scenario.items():
+            if scenarios and name not in scenarios:
+                continue
+            df = table(rs, every)
+            twins = identical_metrics(rs)
+            write_text(dest_dir / f"{name}.csv", df.to_csv(index=False, float_format="%.4f"))
+            write_text(dest_dir / f"{name}.md", _markdown(name, rs, df, command, twins))
+            written += [dest_dir / f"{name}.md", dest_dir / f"{name}.csv"]
+            if severity_columns(df):
+                written.append(severity_plot(df, dest_dir / f"{name}_severity.png", name, rs[0]["scenario"]))
     return written
 
 
@@ -102,14 +234,57 @@ def identical_metrics(results: list[dict[str, Any]]) -> list[str]:
     return found
 
 
-def _markdown(name: str, version: int, results: list[dict[str, Any]], df: pd.DataFrame, command: str,
+def fmt(mean: float, half: float = np.nan) -> str:
+    """``0.620 ± 0.048`` (half-width of the 95 % interval), ``0.620`` for one run, blank for none."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return ""
+    return f"{mean:.3f}" if half is None or math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
+
+
+def versus_best(row: pd.Series) -> str:
+    """The ``vs best`` cell: ``best``, ``tied (p 0.31)``, or ``-0.081 [-0.152, -0.020]`` (this - best)."""
+    if row.get("tied") == "best":
+        return "best"
+    if row.get("tied") not in ("yes", "no"):
+        return ""
+    d, lo, hi = -row["best - this"], -row["best - this high"], -row["best - this low"]
+    text = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    return f"tied, {text}" if row["tied"] == "yes" else text
+
+
+def display(df: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard as shown in Markdown and HTML: means with intervals, the tie column, ranks."""
+    classes = [c for c in df.columns if c.startswith("IoU ") and not c.endswith(" ci95")]
+    out = df[KEYS].copy()
+    for c in [*classes, "mIoU", "accuracy"]:
+        out[c] = [fmt(m, h) for m, h in zip(df[c], df[f"{c} ci95"])]
+    out["vs best"] = [versus_best(r) for _, r in df.iterrows()]
+    for c in severity_columns(df):
+        out[c] = [fmt(v) for v in df[c]]
+    if "mIoU in-dist" in df:
+        out["in-dist (scenario)"] = [f"{fmt(v)} ({n})" if isinstance(n, str) else ""
+                                     for v, n in zip(df["mIoU in-dist"], df["in-dist scenario"])]
+        out["drop"] = [fmt(v) for v in df["drop"]]
+        out["rank in-dist → here"] = [f"{a} → {b}" if not pd.isna(a) else ""
+                                      for a, b in zip(df["rank in-dist"], df["rank"])]
+    for c in ("runs", "seeds", "steps", "reference", "commit"):
+        out[c] = df[c]
+    return out
+
+
+def _markdown(name: str, results: list[dict[str, Any]], df: pd.DataFrame, command: str,
               twins: list[str] = ()) -> str:
     s = results[0]["scenario"]
     space = results[0]["metrics"].get("label_space", {})
     commands = sorted({r.get("command", "?") for r in results})
-    shown = df.drop(columns=[c for c in ("mIoU sd",) if df[c].isna().all()])
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault(row_key(r), []).append(r)
+    lead = leading_comparisons(df, groups)
+    tau = kendall_tau(df)
+    level = f"{LEVEL:.0%}"
     lines = [
-        f"# Leaderboard: {name} (scenario version {version})",
+        f"# Leaderboard: {name} (scenario version {s['version']})",
         "",
         f"<!-- Generated by `{command}` from {len(results)} results; do not edit by hand. -->",
         "",
@@ -117,13 +292,24 @@ def _markdown(name: str, version: int, results: list[dict[str, Any]], df: pd.Dat
         "",
         f"- Reference labels: **{s.get('reference', '?')}**",
         "- Label space: " + "; ".join(f"`{g}` = {' + '.join(c)}" for g, c in space.items()),
-        f"- Generated by `{command}` from {len(results)} result(s); mean over runs (seeds), sorted by mIoU.",
+        f"- Generated by `{command}` from {len(results)} result(s). Each cell: mean over runs (seeds) "
+        f"± half-width of the {level} Student-t interval (no ± for a single run); sorted by mIoU.",
+        f"- `vs best`: this row's mIoU minus the best row's, with the {level} interval of a paired bootstrap "
+        "over 64 x 64 px test blocks; `tied` when that interval reaches 0.",
         *(["- Shift scenario: `mIoU sK` is the mean IoU at severity K; IoU, mIoU and accuracy pool the pixels of "
            f"every severity. Plot: `{name}_severity.png`."] if s.get("definition", {}).get("shift") else []),
+        *([f"- `in-dist`: the same trained models on their own test data (for a shift: severity 0); `drop` = "
+           f"in-dist - here{' (at the strongest severity)' if s.get('definition', {}).get('shift') else ''}. "
+           f"Kendall's tau between the two rankings: **{tau:.2f}**." if tau is not None else
+           "- `in-dist`: the same trained models on their own test data; `drop` = in-dist - here."]
+          if "mIoU in-dist" in df else []),
         "- IoU of a class absent from both reference and prediction is left out of the mean (blank here).",
         "",
-        shown.to_markdown(index=False, floatfmt=".3f", missingval=""),
+        display(df).to_markdown(index=False, missingval=""),
         "",
+        *(["Leading rows, each against the next (paired bootstrap, A - B in mIoU):", ""] +
+          [f"- {'/'.join(a)} vs {'/'.join(b)}: {c.diff:+.3f} [{c.low:+.3f}, {c.high:+.3f}], p = {c.p:.3f}: "
+           f"{'A beats B' if c.significant else 'not distinguishable'}" for a, b, c in lead] + [""] if lead else []),
         *([f"**Warning**: {t}" for t in twins] + [""] if twins else []),
         "Runs were made with:",
         "",
