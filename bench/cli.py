@@ -155,6 +155,8 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                       force=args.force, figure=not args.no_figure, progress=not args.quiet)
     cfg.validate()
     res = run(cfg)
+    if not res.metrics:  # a process of a multi-process strategy other than rank 0: rank 0 reports
+        return 0
     m = res.metrics
     ious = "  ".join(f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in m["iou"].items())
     miou = "n/a" if m["miou"] is None else f"{m['miou']:.3f}"

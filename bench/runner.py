@@ -159,6 +159,8 @@ def plan(cfg: RunConfig) -> Plan:
     train_id = {"model": _ident(reg.get("model", cfg.model)), "norm": _ident(reg.get("norm", cfg.norm)),
                 "bands": list(scenario.bands), "train": identity("train"), "val": identity("val"),
                 "recipe": recipe, "seed": cfg.seed}
+    if cfg.devices * cfg.num_nodes > 1:  # the batch is per device: more processes train a different model
+        train_id["world_size"] = cfg.devices * cfg.num_nodes
     train_key = key(train_id)
     eval_key = key({"train": train_key, "test": identity("test"), "space": scenario.eval_space().to_dict(),
                     "adapter": _ident(reg.get("adapter", cfg.adapt)), "shift": scenario.shift})
