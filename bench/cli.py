@@ -40,6 +40,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     h.add_argument("--num-nodes", type=_positive_int, default=1)
     h.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--wandb", default="offline", help="offline (default; `wandb sync` later), online, or off")
+    p.add_argument("--no-figure", action="store_true", help="do not draw the per-run figure")
 
 
 def _run_config(args: argparse.Namespace, argv: Sequence[str], **extra):  # noqa: ANN202
@@ -50,7 +51,7 @@ def _run_config(args: argparse.Namespace, argv: Sequence[str], **extra):  # noqa
                      patience=args.patience, data_root=args.data_root, out=args.out, strict=args.strict,
                      accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
                      num_nodes=args.num_nodes, num_workers=args.num_workers, wandb=args.wandb,
-                     command=shlex.join(["bench", *argv]), **extra)
+                     figure=not args.no_figure, command=shlex.join(["bench", *argv]), **extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--leaderboards", default=None, help="folder for the scenario's leaderboard (default: <out>/leaderboards)")
     r.add_argument("--no-leaderboard", action="store_true", help="do not regenerate the scenario's leaderboard")
     r.add_argument("--force", action="store_true", help="redo training and evaluation even if results exist")
-    r.add_argument("--no-figure", action="store_true", help="do not draw the per-run figure")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sw = sub.add_parser("sweep", help="cross models x norms x adapters x scenarios x seeds; resumable, parallel")
@@ -152,7 +152,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     cfg = _run_config(args, argv, model=args.model, norm=args.norm, scenario=args.scenario, adapt=args.adapt,
                       seed=args.seed, leaderboards=False if args.no_leaderboard else (args.leaderboards or True),
-                      force=args.force, figure=not args.no_figure, progress=not args.quiet)
+                      force=args.force, progress=not args.quiet)
     cfg.validate()
     res = run(cfg)
     if not res.metrics:  # a process of a multi-process strategy other than rank 0: rank 0 reports

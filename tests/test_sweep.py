@@ -1,0 +1,187 @@
+"""`bench sweep`: grids, resuming after a real SIGKILL, parallel workers, submitit, DDP, the HTML report."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from bench.errors import ConfigError, UnknownNameError
+from bench.results import load_results, read_result
+from bench.sweep import Grid, expand
+
+pytestmark = pytest.mark.filterwarnings("ignore:imagenet weights", "ignore:normalization sanity")
+
+TINY = ["--patch-size", "64", "--batch-size", "4", "--samples-per-epoch", "8", "--epochs", "3", "--wandb", "off"]
+#: 2 scenarios sharing one training set x 2 normalizers x 3 seeds = 12 cells, 6 trained models
+GRID = ["--models", "unet_mnv2", "--norms", "none,percentile", "--adapt", "none",
+        "--scenarios", "samples_intra,samples_cross", "--seeds", "3", *TINY, "--jobs", "4", "--quiet"]
+
+
+def sweep_args(out: Path, *extra: str) -> list[str]:
+    return ["sweep", *GRID, "--out", str(out), "--leaderboards", str(out / "lb"), *extra]
+
+
+def results_in(out: Path) -> list[Path]:
+    return sorted((out / "results").glob("*/*.json"))
+
+
+def test_axes_take_names_wildcards_and_seed_counts():
+    assert expand("model", "unet_*") == ["unet_mnv2", "unet_r18"]
+    assert expand("norm", "zscore,percentile*") == ["zscore", "percentile", "percentile_scene"]
+    with pytest.raises(UnknownNameError, match="did you mean 'percentile'"):
+        expand("norm", "percentil")
+    with pytest.raises(UnknownNameError, match="pattern for models 'unet_x\\*'"):
+        expand("model", "unet_x*")
+    assert Grid(seeds=3).seed_list() == [0, 1, 2] and Grid(seeds="4,0").seed_list() == [0, 4]
+    with pytest.raises(ConfigError, match="--seeds"):
+        Grid(seeds="three").seed_list()
+
+
+def test_dry_run_lists_cells_and_trains_each_model_once(tmp_path, capsys):
+    assert main(["sweep", "--norms", "none,percentile,zscore", "--scenarios", "samples_intra,samples_cross",
+                 "--adapt", "none,adabn", "--out", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "12 cells: 0 cached, 12 to run; 3 models to train" in out  # not 12: one model per normalizer
+    assert len(re.findall(r"train \+ evaluate", out)) == 12
+    assert not (tmp_path / "results").exists()  # nothing ran
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The 12-cell grid run without interruption, four workers writing to one results folder."""
+    out = tmp_path_factory.mktemp("reference")
+    assert main(sweep_args(out)) == 0
+    return out
+
+
+def test_four_parallel_workers_lose_nothing(reference):
+    paths = results_in(reference)
+    assert len(paths) == 12 and all(read_result(p) is not None for p in paths)
+    assert not list(reference.rglob("*.corrupt")) and not list(reference.rglob("*.tmp"))
+    assert len(list((reference / "models").glob("*/model.pt"))) == 6
+    board = pd.read_csv(reference / "lb" / "samples_cross.csv", dtype={"seeds": str})
+    assert list(board["runs"]) == [3, 3] and set(board["seeds"]) == {"0,1,2"}  # 2 rows x 3 seeds each
+
+
+def test_killed_sweep_resumes_to_the_same_leaderboard(reference, tmp_path):
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", *sweep_args(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while len(results_in(out)) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    at_kill = len(results_in(out))
+    assert 2 <= at_kill < 12, "the kill should land part way through the grid"
+    time.sleep(1)
+    leftover = [p for p in Path("/proc").glob("[0-9]*")
+                if str(out) in (p / "cmdline").read_bytes().decode(errors="replace") if (p / "cmdline").exists()]
+    assert not leftover, "workers must die with the sweep"
+
+    assert main(sweep_args(out)) == 0  # the same command again
+    assert len(results_in(out)) == 12
+    for name in ("samples_intra", "samples_cross"):
+        assert (out / "lb" / f"{name}.csv").read_text() == (reference / "lb" / f"{name}.csv").read_text()
+
+
+def test_rerun_of_a_finished_sweep_does_nothing(reference, capsys):
+    before = {p: p.stat().st_mtime_ns for p in results_in(reference)}
+    assert main(sweep_args(reference, "--dry-run")) == 0
+    assert "12 cells: 12 cached, 0 to run; 0 models to train" in capsys.readouterr().out
+    assert main(sweep_args(reference)) == 0
+    assert {p: p.stat().st_mtime_ns for p in results_in(reference)} == before
+
+
+def _write_many(args: tuple[str, str, int]) -> None:
+    from bench.leaderboard import write_leaderboards
+    from bench.results import write_json
+
+    template, out, worker = args
+    r = json.loads(Path(template).read_text())
+    for i in range(15):
+        r["eval_key"] = f"w{worker}-{i}"
+        write_json(Path(out) / "results" / r["scenario"]["name"] / f"w{worker}-{i}.json", r)
+        if i % 5 == 0:
+            write_leaderboards(out, Path(out) / "lb")
+
+
+def test_concurrent_writers_of_results_and_leaderboards(reference, tmp_path):
+    template = results_in(reference)[0]
+    with mp.get_context("spawn").Pool(4) as pool:
+        pool.map(_write_many, [(str(template), str(tmp_path), w) for w in range(4)])
+    assert len(load_results(tmp_path)) == 60 and not list(tmp_path.rglob("*.corrupt"))
+    from bench.leaderboard import write_leaderboards
+
+    (csv,) = [p for p in write_leaderboards(tmp_path, tmp_path / "lb") if p.suffix == ".csv"]
+    assert list(pd.read_csv(csv)["runs"]) == [60]  # every result counted once
+
+
+def test_submitit_local_executor_runs_the_cells(tmp_path, capsys):
+    out = tmp_path / "submitit"
+    assert main(["sweep", "--norms", "percentile", "--adapt", "none,adabn", "--scenarios", "samples_intra",
+                 *TINY, "--out", str(out), "--launcher", "submitit_local", "--quiet"]) == 0
+    assert len(results_in(out)) == 2
+    assert list((out / "sweeps" / "submitit").glob("*_log.out"))  # submitit's own job logs
+    assert "1 models trained" in capsys.readouterr().out
+
+
+def test_ddp_on_two_cpu_processes_writes_one_result(tmp_path):
+    out = tmp_path / "ddp"
+    done = subprocess.run([sys.executable, "-m", "bench.cli", "run", *TINY, "--accelerator", "cpu",
+                           "--devices", "2", "--strategy", "ddp", "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (path,) = results_in(out)
+    train = json.loads(path.read_text())["train"]
+    assert train["world_size"] == 2 and train["strategy"] == "DDPStrategy"
+    assert train["steps"] == 3  # 8 crops split over 2 processes, batch 4: one step per epoch
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(not CHROMIUM and not os.environ.get("CLOUDBENCH_REQUIRE_CHROMIUM"),
+                    reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_html_report_renders_in_headless_chromium(reference, tmp_path):
+    from bench.report import write_report
+
+    site = tmp_path / "site"
+    pages = write_report(reference, site)
+    assert [p.name for p in pages] == ["index.html", "samples_cross.html", "samples_intra.html"]
+
+    def dom(page: str, hash_: str = "") -> str:
+        """The page as Chromium shows it once its script has run."""
+        return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                               "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                               "--disable-sync", f"--user-data-dir={tmp_path / 'chrome'}",
+                               "--virtual-time-budget=3000", "--dump-dom", (site / page).as_uri() + hash_],
+                              capture_output=True, text=True, timeout=120).stdout
+
+    index = dom("index.html")
+    assert "href=\"samples_cross.html\"" in index and "href=\"samples_intra.html\"" in index
+    page = dom("samples_cross.html")
+    rows = re.findall(r'<tr class="(\w*)" data-row="([^"]+)">(.*?)</tr>', page)
+    assert {r[1] for r in rows} == {"unet_mnv2/none/none", "unet_mnv2/percentile/none"}
+    assert all("±" in r[2] for r in rows)  # three seeds: every metric has its interval
+    assert rows[0][0] == "best" and "in-dist" in page and "samples_intra" in page
+    assert "seed 0" in page and "model folder" in page  # provenance of each row
+    loaded, total = map(int, re.search(r'data-images="(\d+)/(\d+)"', page).groups())
+    assert loaded == total == 2  # one run figure per row, copied into the site and shown from disk
+
+    ascending = dom("samples_cross.html", "#sort=mIoU-asc")
+    first = re.findall(r'data-row="([^"]+)"', ascending)
+    assert first == [r[1] for r in rows][::-1]  # the address sorts the table: worst first
+    assert 'aria-sort="ascending"' in ascending
