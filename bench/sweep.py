@@ -192,7 +192,7 @@ def sweep(grid: Grid, launcher: Any = None, leaderboards: str | Path | bool = Tr
                     if not job.ok() or any(not p.result_path.exists() for p in ps):
                         failed_logs.append(job.log)
                         bar.write(f"job {train_dir.name} failed; its log: {job.log}\n{_tail(job.log)}")
-            bar.set_postfix_str(f"{len(running)} running, {len(failed_logs)} failed")
+            bar.set_postfix_str(f"{len(running)} running, {len(failed_logs)} failed", refresh=False)
     except KeyboardInterrupt:
         for job, _ in running.values():
             job.stop()
