@@ -111,7 +111,13 @@ class Launcher:
             import submitit
 
             cluster = "slurm" if self.kind == "slurm" else "local"
-            ex = submitit.AutoExecutor(folder=self.folder / "submitit", cluster=cluster)
+            try:
+                ex = submitit.AutoExecutor(folder=self.folder / "submitit", cluster=cluster)
+            except RuntimeError as err:  # no srun on this machine
+                from bench.errors import ConfigError
+
+                raise ConfigError(f"--launcher slurm needs Slurm's srun and sbatch here ({err}); run the sweep "
+                                  "from a login node of the cluster, or try it with --launcher submitit_local") from None
             params: dict[str, Any] = {"timeout_min": self.time_min, "name": "cloudbench",
                                       "tasks_per_node": max(1, self.gpus_per_job), "nodes": 1}
             if self.gpus_per_job:

@@ -147,7 +147,8 @@ def scenario_page(name: str, rs: list[dict[str, Any]], every: list[dict[str, Any
                                             for g, c in space.items()) + "</li>",
              f"<li>{len(rs)} results. Each cell: mean over seeds ± half-width of the 95 % Student-t interval. "
              "<i>vs best</i>: difference to the best row with the 95 % interval of a paired bootstrap over "
-             "64 x 64 px test blocks; highlighted rows are the best and those statistically tied with it.</li>"]
+             "64 x 64 px test blocks (test-sample noise, not training noise: read it beside the ± over seeds); "
+             "highlighted rows are the best and those statistically tied with it.</li>"]
     tau = kendall_tau(df)
     if tau is not None:
         parts.append(f"<li>Kendall's tau between the in-distribution ranking and this one: <b>{tau:.2f}</b></li>")

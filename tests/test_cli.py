@@ -40,6 +40,9 @@ def test_result_holds_what_reproduces_and_audits_the_run(first_run):
     assert sum(map(sum, m["confusion"])) == m["n_pixels"]
     assert set(r["per_scene"]) == {"2015-07-11", "2015-07-31", "2015-08-20", "2015-08-30", "2015-09-09"}
     assert sum(s["n_pixels"] for s in r["per_scene"].values()) == m["n_pixels"]
+    blocks = r["blocks"]  # the bootstrap's units: 64 px blocks, 2 x 2 per 101 x 100 scene, adding up to the total
+    assert blocks["size"] == 64 and len(blocks["ids"]) == 5 * 4 and "2015-07-11@64,0" in blocks["ids"]
+    assert [sum(b[i] for b in blocks["confusion"]) for i in range(4)] == sum(m["confusion"], [])
     assert r["recipe"]["patch_size"] == 64 and r["train"]["steps"] == 4  # 2 epochs x 8 crops / batch 4
     assert all(len(h) == 64 for split in r["data"].values() for h in split["files"].values())
     assert {"torch", "segmentation-models-pytorch", "pytorch-lightning"} <= set(r["versions"])
@@ -47,6 +50,9 @@ def test_result_holds_what_reproduces_and_audits_the_run(first_run):
     assert r["hardware"]["cpus"] >= 1 and r["timings"]["total_s"] > 0
     assert r["command"].startswith("bench run --patch-size 64")
     assert Path(r["checkpoint"]).exists() and Path(r["figure"]).stat().st_size > 10_000
+    logs = r["logs"]  # Lightning's CSV log always, and the offline wandb run (the default)
+    assert "val_miou" in Path(logs["csv"]).read_text().splitlines()[0]
+    assert logs["wandb_mode"] == "offline" and list(Path(logs["wandb"]).glob("run-*.wandb"))
     board = (tmp / "lb" / "samples_cross.md").read_text()
     assert "| unet_mnv2 | percentile |" in board and "bench run --patch-size 64" in board
     assert "algorithmic" in board

@@ -138,6 +138,24 @@ def test_submitit_local_executor_runs_the_cells(tmp_path, capsys):
     assert "1 models trained" in capsys.readouterr().out
 
 
+def test_slurm_launcher_turns_flags_into_an_sbatch_script(tmp_path, monkeypatch):
+    from bench.launchers import Launcher
+
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(ConfigError, match="needs Slurm's srun"):
+        Launcher("slurm", folder=tmp_path).executor()
+    (tmp_path / "bin").mkdir()
+    for tool in ("srun", "sbatch"):  # stand-ins, so that submitit believes it is on a cluster; nothing is submitted
+        (tmp_path / "bin" / tool).write_text("#!/bin/sh\nexit 1\n")
+        (tmp_path / "bin" / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    ex = Launcher("slurm", jobs=8, folder=tmp_path, partition="gpu", time_min=90, gpus_per_job=4,
+                  cpus_per_job=8).executor()
+    script = ex._executor._make_submission_file_text("python -m bench.sweep job.json", "1")
+    for line in ("--partition=gpu", "--time=90", "--gpus-per-node=4", "--ntasks-per-node=4", "--cpus-per-task=8"):
+        assert f"#SBATCH {line}" in script
+
+
 def test_ddp_on_two_cpu_processes_writes_one_result(tmp_path):
     out = tmp_path / "ddp"
     done = subprocess.run([sys.executable, "-m", "bench.cli", "run", *TINY, "--accelerator", "cpu",
