@@ -185,7 +185,8 @@ def versions() -> dict[str, str | None]:
 
 
 def git_state(where: Path | None = None) -> dict[str, Any]:
-    """Commit and dirty flag of the checkout that holds the code (None outside a git checkout)."""
+    """Commit and dirty flag (tracked files changed, leaderboards aside) of the checkout that holds the
+    code (None outside a git checkout)."""
     where = where or Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str | None:
@@ -196,7 +197,8 @@ def git_state(where: Path | None = None) -> dict[str, Any]:
             return None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    # generated leaderboards are tracked but are output, not code: rewriting them does not make a run dirty
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)leaderboards") if commit else None
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 

@@ -75,6 +75,18 @@ def test_four_parallel_workers_lose_nothing(reference):
     assert list(board["runs"]) == [3, 3] and set(board["seeds"]) == {"0,1,2"}  # 2 rows x 3 seeds each
 
 
+def processes_mentioning(text: Path) -> list[str]:
+    found = []
+    for p in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (p / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:  # ended meanwhile
+            continue
+        if str(text) in cmd:
+            found.append(cmd)
+    return found
+
+
 def test_killed_sweep_resumes_to_the_same_leaderboard(reference, tmp_path):
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", *sweep_args(out)], stdout=subprocess.DEVNULL,
@@ -87,9 +99,7 @@ def test_killed_sweep_resumes_to_the_same_leaderboard(reference, tmp_path):
     at_kill = len(results_in(out))
     assert 2 <= at_kill < 12, "the kill should land part way through the grid"
     time.sleep(1)
-    leftover = [p for p in Path("/proc").glob("[0-9]*")
-                if str(out) in (p / "cmdline").read_bytes().decode(errors="replace") if (p / "cmdline").exists()]
-    assert not leftover, "workers must die with the sweep"
+    assert not processes_mentioning(out), "workers must die with the sweep"
 
     assert main(sweep_args(out)) == 0  # the same command again
     assert len(results_in(out)) == 12
