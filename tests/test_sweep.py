@@ -213,3 +213,22 @@ def test_html_report_renders_in_headless_chromium(reference, tmp_path):
     first = re.findall(r'data-row="([^"]+)"', ascending)
     assert first == [r[1] for r in rows][::-1]  # the address sorts the table: worst first
     assert 'aria-sort="ascending"' in ascending
+
+
+def test_rewritten_leaderboards_do_not_make_a_checkout_dirty(tmp_path):
+    from bench.results import git_state
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "leaderboards").mkdir()
+    (tmp_path / "bench" / "code.py").write_text("x = 1\n")
+    (tmp_path / "leaderboards" / "board.md").write_text("| a |\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    (tmp_path / "leaderboards" / "board.md").write_text("| b |\n")  # a sweep regenerated it
+    assert git_state(tmp_path)["dirty"] is False
+    (tmp_path / "bench" / "code.py").write_text("x = 2\n")
+    assert git_state(tmp_path)["dirty"] is True
