@@ -62,8 +62,9 @@ window.addEventListener('load', () => { const imgs = [...document.images];
 
 
 def _page(title: str, body: str) -> str:
+    """A page of the site; its style and script are the site's ``style.css`` and ``board.js``."""
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body>{body}<script>{JS}</script></body></html>\n")
+            f"<link rel=stylesheet href=style.css></head><body>{body}<script src=board.js></script></body></html>\n")
 
 
 def _cell(value: Any, numeric: float | None = None, text: bool = False) -> str:
@@ -201,6 +202,8 @@ def write_report(runs: str | Path = "runs", dest: str | Path = "leaderboards/htm
                      f"<td data-v={len(rs)}>{len(rs)}</td><td class=t>{html.escape('/'.join(best[KEYS]))}</td>"
                      f"<td data-v='{best['mIoU']:.6g}'>{best['mIoU']:.3f}</td></tr>")
     if written:
+        write_text(dest / "style.css", CSS.lstrip())
+        write_text(dest / "board.js", JS.lstrip())
         body = ("<h1>cloudbench leaderboards</h1><p>Does this Sentinel-2 cloud mask, with this input "
                 "normalization, still work on data it was not trained on?</p><table class=board><thead><tr>"
                 + "".join(f'<th data-col="{c}">{c}</th>' for c in

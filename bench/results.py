@@ -62,38 +62,37 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Write atomically: a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_clean(obj), f, indent=1, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def save_torch(path: str | Path, obj: Any) -> Path:
-    """``torch.save`` atomically (temporary file, then rename)."""
+@contextmanager
+def atomic(path: str | Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write in the ``with`` block; renamed over ``path`` when the block
+    ends, removed if it fails. A reader never sees half a file, even after a kill."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write strict JSON atomically (and synced to disk)."""
+    with atomic(path) as tmp, open(tmp, "w") as f:
+        json.dump(_clean(obj), f, indent=1, allow_nan=False)
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
+
+
+def save_torch(path: str | Path, obj: Any) -> Path:
+    """``torch.save`` atomically."""
+    with atomic(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
 
 
 @contextmanager
@@ -117,19 +116,10 @@ def file_lock(path: str | Path) -> Iterator[None]:
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    """Write text atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write text atomically."""
+    with atomic(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def set_aside(path: Path, why: str) -> Path:
