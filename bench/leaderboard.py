@@ -132,11 +132,11 @@ def _in_distribution(df: pd.DataFrame, groups: dict[tuple, list[dict[str, Any]]]
     for i in range(len(df)):
         rs = groups[tuple(df.loc[i, KEYS])]
         if rs[0]["scenario"].get("definition", {}).get("shift"):
-            sev = [c for c in severity_columns(df) if c == "mIoU s0"]
-            strongest = severity_columns(df)[-1] if severity_columns(df) else None
-            names.append("severity 0" if sev else None)
-            values.append(df.loc[i, "mIoU s0"] if sev else np.nan)
-            here.append(df.loc[i, strongest] if strongest else np.nan)
+            cols = severity_columns(df)
+            has_zero = "mIoU s0" in cols
+            names.append("severity 0" if has_zero else None)
+            values.append(df.loc[i, "mIoU s0"] if has_zero else np.nan)
+            here.append(df.loc[i, cols[-1]] if cols else np.nan)  # the strongest severity
             continue
         pairs = [(r, intra[(r.get("train_key"), r["config"].get("adapt", "none"))][0]) for r in rs
                  if (r.get("train_key"), r["config"].get("adapt", "none")) in intra]

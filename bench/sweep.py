@@ -154,8 +154,8 @@ def sweep(grid: Grid, launcher: Any = None, leaderboards: str | Path | bool = Tr
     t0 = time.perf_counter()
     cells = plans(grid)
     out = Path(grid.base.out)
-    launcher = launcher or Launcher(folder=out / "sweeps")
-    launcher.folder = out / "sweeps"
+    launcher = launcher or Launcher()
+    launcher.folder = out / "sweeps"  # submitit keeps its job files beside the sweep's
     command = command or "bench sweep (Python API)"
     pending = [p for p in cells if not p.done]
     todo = groups(pending)
