@@ -7,6 +7,7 @@ import shlex
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from bench import __version__
 from bench.errors import BenchError
@@ -216,6 +217,16 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _written(paths: list, runs: str) -> int:
+    """Print the files a ``leaderboard`` or ``report`` command wrote; 1 if there were no results to use."""
+    if not paths:
+        print(f"no results under {Path(runs) / 'results'}", file=sys.stderr)
+        return 1
+    for p in paths:
+        print(p)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``bench``; returns the exit code (0 ok, 1 nothing found, 2 error, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -232,17 +243,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sweep":
             return cmd_sweep(args, argv)
         if args.command == "report":
-            from bench.report import main_report
+            from bench.report import write_report
 
-            return main_report(args.runs, args.dest, args.scenario, shlex.join(["bench", *argv]))
+            return _written(write_report(args.runs, args.dest, args.scenario, shlex.join(["bench", *argv])), args.runs)
         if args.command == "list":
             return cmd_list(args)
         if args.command == "data":
             return cmd_data(args)
         if args.command == "leaderboard":
-            from bench.leaderboard import main_leaderboard
+            from bench.leaderboard import write_leaderboards
 
-            return main_leaderboard(args.runs, args.dest, args.scenario)
+            return _written(write_leaderboards(args.runs, args.dest, args.scenario), args.runs)
         parser.print_help()
         return 0
     except BenchError as err:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import shlex
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -321,13 +320,3 @@ def _markdown(name: str, results: list[dict[str, Any]], df: pd.DataFrame, comman
         "",
     ]
     return "\n".join(lines)
-
-
-def main_leaderboard(out: str, dest: str, scenarios: list[str] | None) -> int:
-    written = write_leaderboards(out, dest, scenarios)
-    if not written:
-        print(f"no results under {Path(out) / 'results'}", file=sys.stderr)
-        return 1
-    for p in written:
-        print(p)
-    return 0
