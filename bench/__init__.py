@@ -4,6 +4,6 @@ that trains, evaluates and writes leaderboards."""
 
 __version__ = "0.1.0"
 
-from bench.registry import get_registry, register  # noqa: E402
+from bench.core.registry import get_registry, register  # noqa: E402
 
 __all__ = ["__version__", "get_registry", "register"]

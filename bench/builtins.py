@@ -5,10 +5,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bench.registry import Registry
+from bench.core.registry import Registry
+from bench.data import normalizers, scenarios, shifts
+from bench.data.datasets import cloudsen12, copernicus, geotiff, sentinelhub
+from bench.models import adapters, smp
 
 PACKAGE = Path(__file__).resolve().parent
-SAMPLES = PACKAGE / "samples"
+SAMPLES = PACKAGE / "data" / "samples"
+BUILDER_MODULES = (smp, normalizers, adapters, shifts, geotiff, cloudsen12, copernicus, sentinelhub, scenarios)
 
 
 def catalogue_dir(name: str) -> Path:
@@ -21,10 +25,7 @@ def catalogue_dir(name: str) -> Path:
 
 def register(reg: Registry) -> None:
     """Builders from the package's modules, then the TOML entries that use them."""
-    from bench import adapters, models, normalizers, scenarios, shifts
-    from bench.datasets import cloudsen12, geotiff, sentinelhub
-
-    for module in (models, normalizers, adapters, shifts, geotiff, cloudsen12, sentinelhub, scenarios):
+    for module in BUILDER_MODULES:
         reg.add_module(module)
     reg.add_toml_tables("model", catalogue_dir("registry") / "models.toml")
     reg.add_toml_tables("norm", catalogue_dir("registry") / "norms.toml")

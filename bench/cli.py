@@ -1,17 +1,24 @@
-"""The ``bench`` command: a thin layer over the Python API (``bench.runner``, ``bench.registry``, ...)."""
+"""The ``bench`` command: a thin layer over the Python API (``bench.run.runner``, ``bench.core.registry``, ...)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from typing import TYPE_CHECKING, Any
+
 from bench import __version__
-from bench.errors import BenchError
-from bench.registry import KIND_ALIASES, KINDS, get_registry
+from bench.core.errors import BenchError, unknown
+from bench.core.recipe import Recipe
+from bench.core.registry import KIND_ALIASES, KINDS, get_registry
+
+if TYPE_CHECKING:  # the run layer imports torch: the CLI loads it only for commands that run models
+    from bench.run.plan import RunConfig
 
 
 def _positive_int(text: str) -> int:
@@ -23,14 +30,7 @@ def _positive_int(text: str) -> int:
 
 def _run_options(p: argparse.ArgumentParser) -> None:
     """Options that ``run`` and ``sweep`` share: the recipe, where data and results live, the hardware."""
-    g = p.add_argument_group("recipe (default: the scenario's preset, else the study's)")
-    g.add_argument("--epochs", type=_positive_int, help="maximum epochs (study: 30)")
-    g.add_argument("--batch-size", type=_positive_int, help="study: 16")
-    g.add_argument("--patch-size", type=int, help="training crop and evaluation tile size, multiple of 32 (study: 256)")
-    g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (-1: no limit)")
-    g.add_argument("--samples-per-epoch", type=_positive_int, help="random crops per epoch")
-    g.add_argument("--lr", type=float, help="Adam learning rate (study: 1e-3)")
-    g.add_argument("--patience", type=_positive_int, help="early-stopping patience in epochs on val mIoU")
+    Recipe.add_arguments(p.add_argument_group("recipe (default: the scenario's preset, else the study's)"))
     p.add_argument("--data-root", help="folder holding downloaded datasets (or set CLOUDBENCH_DATA)")
     p.add_argument("--out", default="runs", help="folder for trained models and results (default: runs)")
     p.add_argument("--strict", action="store_true", help="refuse NaN / inf pixels instead of treating them as nodata")
@@ -44,23 +44,28 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-figure", action="store_true", help="do not draw the per-run figure")
 
 
-def _run_config(args: argparse.Namespace, argv: Sequence[str], **extra):  # noqa: ANN202
-    from bench.runner import RunConfig
+def _run_config(args: argparse.Namespace, argv: Sequence[str], **extra: Any) -> RunConfig:
+    """The settings ``run`` and ``sweep`` share, from parsed arguments."""
+    from bench.run.plan import RunConfig
 
-    return RunConfig(epochs=args.epochs, batch_size=args.batch_size, patch_size=args.patch_size,
-                     max_steps=args.max_steps, samples_per_epoch=args.samples_per_epoch, lr=args.lr,
-                     patience=args.patience, data_root=args.data_root, out=args.out, strict=args.strict,
+    return RunConfig(recipe=Recipe.overrides(args), data_root=args.data_root, out=args.out, strict=args.strict,
                      accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
                      num_nodes=args.num_nodes, num_workers=args.num_workers, wandb=args.wandb,
                      figure=not args.no_figure, command=shlex.join(["bench", *argv]), **extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``bench`` argument parser with every subcommand."""
     p = argparse.ArgumentParser(prog="bench", description="cloudbench: do Sentinel-2 cloud masks still work on "
                                 "data they were not trained on?")
     p.add_argument("--version", action="version", version=f"cloudbench {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_run, _add_sweep, _add_boards, _add_list, _add_data):
+        add(sub)
+    return p
 
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="train (or reuse) a model, evaluate it on a scenario, write results")
     r.add_argument("--model", default="unet_mnv2", help="model variant (bench list models)")
     r.add_argument("--norm", default="percentile", help="normalizer (bench list norms)")
@@ -73,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="redo training and evaluation even if results exist")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
     sw = sub.add_parser("sweep", help="cross models x norms x adapters x scenarios x seeds; resumable, parallel")
     sw.add_argument("--models", default="unet_mnv2", help="names or wildcards, comma-separated: 'unet_*,segformer_b0'")
     sw.add_argument("--norms", default="none,percentile,zscore", help="normalizers (default: none,percentile,zscore)")
@@ -90,15 +97,25 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--cpus-per-job", type=int, help="CPUs per Slurm task")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def _add_boards(sub: argparse._SubParsersAction) -> None:
     rp = sub.add_parser("report", help="write the leaderboards as a static HTML site (opens from disk)")
     rp.add_argument("--runs", default="runs", help="folder of results (default: runs)")
     rp.add_argument("--dest", default="leaderboards/html", help="site folder (default: leaderboards/html)")
     rp.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
+    lb = sub.add_parser("leaderboard", help="regenerate leaderboards/<scenario>.md and .csv from stored results")
+    lb.add_argument("--runs", default="runs", help="folder of results (default: runs)")
+    lb.add_argument("--dest", default="leaderboards")
+    lb.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
 
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
     ls = sub.add_parser("list", help="list registered plugins: models, norms, adapters, scenarios, datasets")
     ls.add_argument("kind", nargs="?", default=None, help="models | norms | adapters | scenarios | datasets (default: all)")
     ls.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'unet_*'")
 
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="datasets: info, download, verify, check")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     dsub.add_parser("info", help="every dataset, its reference type and whether its data is found")
@@ -112,22 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     for sp in (dsub.choices["info"], dl, vf):
         sp.add_argument("--data-root", help="folder of downloaded datasets (default: CLOUDBENCH_DATA)")
 
-    lb = sub.add_parser("leaderboard", help="regenerate leaderboards/<scenario>.md and .csv from stored results")
-    lb.add_argument("--runs", default="runs", help="folder of results (default: runs)")
-    lb.add_argument("--dest", default="leaderboards")
-    lb.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
-    return p
-
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """``bench list [KIND] [PATTERN]``: registered entries, one line each."""
     reg = get_registry()
     if args.kind is None:
         kinds = list(KINDS)
     else:
         kind = KIND_ALIASES.get(args.kind, args.kind)
         if kind not in KINDS:
-            from bench.errors import unknown
-
             raise unknown("plugin kind", args.kind, list(KIND_ALIASES))
         kinds = [kind]
     width = max((len(n) for k in kinds for n in reg.names(k, args.pattern)), default=0)
@@ -149,7 +159,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from bench.runner import run
+    """``bench run``: one model x normalizer x adapter x scenario; prints the metrics and files."""
+    from bench.run.runner import run
 
     cfg = _run_config(args, argv, model=args.model, norm=args.norm, scenario=args.scenario, adapt=args.adapt,
                       seed=args.seed, leaderboards=False if args.no_leaderboard else (args.leaderboards or True),
@@ -172,8 +183,10 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from bench.launchers import Launcher
-    from bench.sweep import Grid, dry_run, plans, sweep
+    """``bench sweep``: a grid of runs, resumable and parallel; prints what it did."""
+    from bench.sweep.driver import sweep
+    from bench.sweep.grid import Grid, dry_run, plans
+    from bench.sweep.launchers import Launcher
 
     grid = Grid(models=args.models, norms=args.norms, adapts=args.adapt, scenarios=args.scenarios,
                 seeds=args.seeds, base=_run_config(args, argv, progress=False, leaderboards=False))
@@ -194,9 +207,8 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    import os
-
-    from bench import catalog
+    """``bench data info|download|verify|check``."""
+    from bench.data import download as catalog
 
     if getattr(args, "data_root", None):
         os.environ["CLOUDBENCH_DATA"] = str(args.data_root)
@@ -243,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sweep":
             return cmd_sweep(args, argv)
         if args.command == "report":
-            from bench.report import write_report
+            from bench.boards.report import write_report
 
             return _written(write_report(args.runs, args.dest, args.scenario, shlex.join(["bench", *argv])), args.runs)
         if args.command == "list":
@@ -251,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "data":
             return cmd_data(args)
         if args.command == "leaderboard":
-            from bench.leaderboard import write_leaderboards
+            from bench.boards.leaderboard import write_leaderboards
 
             return _written(write_leaderboards(args.runs, args.dest, args.scenario), args.runs)
         parser.print_help()

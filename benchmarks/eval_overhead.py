@@ -18,11 +18,12 @@ import torch
 
 from common import alternate, report
 
-from bench.data import Split, load_split, model_input, pad_to, tile_grid
-from bench.datasets import SceneData
-from bench.evaluate import evaluate
-from bench.registry import get_registry
-from bench.scenarios import load_scenario
+from bench.data.splits import Split, load_split, pad_to, tile_grid
+from bench.run.loaders import model_input
+from bench.data.datasets import SceneData
+from bench.run.evaluate import evaluate
+from bench.core.registry import get_registry
+from bench.data.scenarios import load_scenario
 
 warnings.filterwarnings("ignore")
 

@@ -17,8 +17,8 @@ import warnings
 import numpy as np
 import torch
 
-from bench.datasets import load_dataset
-from bench.registry import get_registry
+from bench.data.datasets import load_dataset
+from bench.core.registry import get_registry
 
 warnings.filterwarnings("ignore")
 S2 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]

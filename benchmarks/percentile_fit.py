@@ -16,8 +16,8 @@ import tracemalloc
 
 import numpy as np
 
-from bench.datasets import load_dataset
-from bench.normalizers import Percentile
+from bench.data.datasets import load_dataset
+from bench.data.normalizers import Percentile
 
 BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
 

@@ -19,11 +19,12 @@ import torch
 
 from common import alternate, report
 
-from bench.data import CloudDataModule, load_split
-from bench.labels import IGNORE
-from bench.registry import get_registry
-from bench.scenarios import load_scenario
-from bench.task import SegmentationTask
+from bench.data.splits import load_split
+from bench.run.loaders import CloudDataModule
+from bench.core.labels import IGNORE
+from bench.core.registry import get_registry
+from bench.data.scenarios import load_scenario
+from bench.run.task import SegmentationTask
 
 warnings.filterwarnings("ignore")
 logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)

@@ -21,7 +21,7 @@ def ukis() -> tuple[np.ndarray, np.ndarray]:
     if npz.exists():
         d = np.load(npz)
         return d["img"].transpose(2, 0, 1).astype(np.float32), d["msk"][..., 0]
-    from bench.datasets import load_dataset
+    from bench.data.datasets import load_dataset
 
     s = load_dataset("ukis_csmask_s2").read("ukis_csmask_s2", UKIS_BANDS)
     return s.image, s.codes.astype(np.uint8)

@@ -10,11 +10,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.adapters import batchnorms
-from bench.data import load_split
-from bench.evaluate import evaluate
-from bench.registry import get_registry
-from bench.scenarios import load_scenario
+from bench.models.adapters import batchnorms
+from bench.data.splits import load_split
+from bench.run.evaluate import evaluate
+from bench.core.registry import get_registry
+from bench.data.scenarios import load_scenario
 
 pytestmark = pytest.mark.filterwarnings("ignore:imagenet weights")
 
@@ -93,7 +93,7 @@ def test_per_test_set_protocol_adapts_once_on_every_test_tile():
     adabn = get_registry().builder("adapter", "adabn").fn(protocol="per_test_set")
     ev = evaluate(model, norm, test, scenario.eval_space(), 128, 4, adapter=adabn)
     assert ev.metrics["adapter"] == {"protocol": "per_test_set", "budget": {"batches": 5, "images": 5}}  # one tile per scene
-    from bench.errors import ConfigError
+    from bench.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="protocol must be one of"):
         get_registry().builder("adapter", "tent").fn(protocol="sometimes")

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.data import load_split, tile_grid
-from bench.datasets import load_dataset
-from bench.errors import DataError
-from bench.scenarios import load_scenario
+from bench.data.splits import load_split, tile_grid
+from bench.data.datasets import load_dataset
+from bench.core.errors import DataError
+from bench.data.scenarios import load_scenario
 from conftest import UKIS_BANDS, write_dataset, write_scenario
 
 
@@ -122,10 +122,10 @@ def test_patch_larger_than_a_training_scene(tiny_dataset, tmp_path):
 
 
 def test_patch_error_message(tiny_dataset, tmp_path):
-    from bench.data import RandomCrops
+    from bench.run.loaders import RandomCrops
 
     split = load_split(load_scenario(str(write_scenario(tmp_path / "s.toml", str(tiny_dataset), str(tiny_dataset)))),
                        "train")
-    norm = __import__("bench.registry", fromlist=["x"]).get_registry().get("norm", "none").build()
+    norm = __import__("bench.core.registry", fromlist=["x"]).get_registry().get("norm", "none").build()
     with pytest.raises(DataError, match=r"patch size 256 is larger than training scene 'a' .*128 x 128.*at most 128"):
         RandomCrops(split, norm, 256, 4, 0)

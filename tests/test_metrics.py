@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from bench.errors import ConfigError, DataError
-from bench.labels import IGNORE, EvalSpace, LabelMap
-from bench.metrics import confusion, scores
+from bench.core.errors import ConfigError, DataError
+from bench.core.labels import IGNORE, EvalSpace, LabelMap
+from bench.core.metrics import confusion, scores
 
 
 def test_scores_of_a_hand_computed_confusion_matrix():
@@ -82,7 +82,7 @@ def test_unknown_label_code_names_code_count_and_file():
 def test_nan_iou_is_written_as_null_json(tmp_path):
     import json
 
-    from bench.results import write_json
+    from bench.core.results import write_json
 
     p = write_json(tmp_path / "r.json", {"miou": math.nan, "x": [1.0, float("inf")]})
     assert json.loads(p.read_text()) == {"miou": None, "x": [1.0, None]}

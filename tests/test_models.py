@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.errors import DataError
-from bench.labels import EvalSpace
-from bench.registry import get_registry
-from bench.task import SegmentationTask
+from bench.core.errors import DataError
+from bench.core.labels import EvalSpace
+from bench.core.registry import get_registry
+from bench.run.task import SegmentationTask
 
 MODELS = get_registry().names("model")
 
@@ -36,7 +36,7 @@ def test_reference_model_is_unet_with_mobilenet_v2():
 
 
 def test_missing_pretrained_weights_warn_once_and_are_recorded(monkeypatch):
-    import bench.models as models
+    import bench.models.smp as models
 
     monkeypatch.setattr(models, "_warned", set())
     with pytest.warns(UserWarning, match="not in the local Hugging Face cache") as record:

@@ -8,10 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.errors import DataError
-from bench.normalizers import NotFittedError
-from bench.quantiles import StreamingQuantiles
-from bench.registry import get_registry
+from bench.core.errors import DataError
+from bench.data.normalizers import NotFittedError
+from bench.data.quantiles import StreamingQuantiles
+from bench.core.registry import get_registry
 
 NORMS = get_registry().names("norm")
 

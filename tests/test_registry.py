@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.errors import ConfigError, DuplicateNameError, UnknownNameError
-from bench.registry import Registry, get_registry, register
+from bench.core.errors import ConfigError, DuplicateNameError, UnknownNameError
+from bench.core.registry import Registry, get_registry, register
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -63,7 +63,7 @@ def test_every_catalogue_toml_validates(path):
     reg = Registry()
     for k in ("model", "norm", "adapter", "dataset", "scenario", "shift"):
         for b in get_registry()._builders[k].values():
-            reg.add_builder(k, b.name, b.fn, b.description, b.check)
+            reg.add_builder(k, b.name, b.fn, b.description)
     if kind is None:
         kind = {"models": "model", "norms": "norm", "adapters": "adapter"}[path.stem]
         reg.add_toml_tables(kind, path)
@@ -71,6 +71,8 @@ def test_every_catalogue_toml_validates(path):
     else:
         entry = reg.add_toml_file(kind, path, default_type="scenario" if kind == "scenario" else "geotiff")
         assert entry.settings["version"] >= 1
+        built = entry.build(origin=entry.origin)  # every check of the file, not only its keys and types
+        assert built.name == entry.name
 
 
 def test_list_filters_with_wildcards(capsys):
@@ -95,7 +97,7 @@ PLUGIN = '''
     """A third-party normalizer: per-band min-max of the training split."""
     import numpy as np
     from bench import register
-    from bench.normalizers import Normalizer
+    from bench.data.normalizers import Normalizer
 
     @register("norm", "minmax_demo", entry=True)
     class MinMax(Normalizer):
@@ -159,3 +161,89 @@ def test_register_marks_without_side_effects():
 
     assert "unattached" not in get_registry().names("norm")
     assert factory.__bench_builders__[0]["name"] == "unattached"
+
+
+def test_toml_values_are_type_checked_against_the_builder(tmp_path):
+    """A value of the wrong type is refused when the entry is added, naming the file, table and key."""
+    bad = tmp_path / "norms.toml"
+    bad.write_text('[p2]\ntype = "percentile"\nlow = "1"\n')
+    with pytest.raises(ConfigError, match=r"norms.toml \[p2\]: low = '1': input should be a valid number"):
+        _fresh("norm", "percentile").add_toml_tables("norm", bad)
+    ok = tmp_path / "ok.toml"
+    ok.write_text('[p2]\ntype = "percentile"\nlow = 2\nhigh = 98.0\n')  # an int is a fine float
+    reg = _fresh("norm", "percentile")
+    reg.add_toml_tables("norm", ok)
+    assert reg.get("norm", "p2").build().low == 2.0
+
+
+def _fresh(kind: str, builder: str) -> Registry:
+    reg = Registry()
+    reg.add_builder(kind, builder, get_registry().builder(kind, builder).fn)
+    return reg
+
+
+def test_dataset_types_take_typed_keyword_arguments(tmp_path):
+    """Dataset TOMLs are checked like every other builder: unknown keys, missing keys, wrong types."""
+    from bench.data.datasets import load_dataset
+
+    base = 'name = "x"\nreference = "human"\nbands = ["B02"]\nimages = "i/*.tif"\nmasks = "m/{stem}.tif"\n' \
+           '[labels]\ncodes = { 0 = "clear" }\n'
+    for extra, message in [('imagse = "x"\n', "unknown key 'imagse'; did you mean 'images'"),
+                           ('version = "2"\n', r"version = '2': input should be a valid integer")]:
+        path = tmp_path / "dataset.toml"
+        path.write_text(extra + base)
+        with pytest.raises(ConfigError, match=message):
+            load_dataset(str(path))
+    path.write_text(base.replace('masks = "m/{stem}.tif"\n', ""))
+    with pytest.raises(ConfigError, match=r"dataset.toml: missing required key 'masks'"):
+        load_dataset(str(path))
+
+
+def test_scenario_include_merges_tables_and_refuses_cycles(tmp_path):
+    from bench.data.scenarios import load_scenario
+
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "common.toml").write_text(textwrap.dedent("""\
+        bands = ["B02", "B03", "B04", "B08", "B11", "B12"]
+        [recipe]
+        patch_size = 64
+        batch_size = 4
+        [train]
+        dataset = "ukis_csmask_s2"
+        window = { rows = [0, 512], cols = [0, 384] }
+        [val]
+        dataset = "ukis_csmask_s2"
+        window = { rows = [0, 256], cols = [384, 512] }
+        """))
+    mine = tmp_path / "mine.toml"
+    mine.write_text(textwrap.dedent("""\
+        include = "base/common.toml"
+        name = "mine"
+        version = 2
+        [recipe]
+        batch_size = 8
+        [test]
+        dataset = "eolearn_slovenia"
+        """))
+    s = load_scenario(str(mine))
+    assert s.name == "mine" and s.version == 2 and len(s.bands) == 6
+    assert s.recipe == {"patch_size": 64, "batch_size": 8}  # tables merge key by key; the file wins
+    assert s.sources["train"].window == ((0, 512), (0, 384)) and s.sources["test"].dataset == "eolearn_slovenia"
+    (tmp_path / "base" / "common.toml").write_text('include = "../mine.toml"\n')
+    with pytest.raises(ConfigError, match="include cycle"):
+        load_scenario(str(mine))
+    mine.write_text('include = "nope.toml"\nname = "mine"\n')
+    with pytest.raises(ConfigError, match="included file .*nope.toml does not exist"):
+        load_scenario(str(mine))
+
+
+def test_embedded_scenarios_share_their_base_files():
+    """The ukis-patch scenarios include one base file, so their training data are one definition."""
+    from bench.data.scenarios import load_scenario
+
+    names = ["samples_intra", "samples_cross", "shift_gain", "shift_haze", "shift_noise", "shift_offset",
+             "shift_resolution"]
+    for n in names:
+        assert 'include = "base/' in (REPO / "scenarios" / f"{n}.toml").read_text()
+    train = {n: (load_scenario(n).sources["train"], load_scenario(n).sources["val"]) for n in names}
+    assert len(set(train.values())) == 1

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.data import load_split
-from bench.registry import get_registry
-from bench.scenarios import load_scenario
+from bench.data.splits import load_split
+from bench.core.registry import get_registry
+from bench.data.scenarios import load_scenario
 
 pytestmark = pytest.mark.filterwarnings("ignore:imagenet weights")
 BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
@@ -54,15 +54,18 @@ def test_shift_scenario_reports_each_severity_and_plots(tmp_path):
         assert r["metrics"]["confusion"] == pooled.tolist()
         assert set(r["sanity"]) >= {"train", "test", "warnings"} and len(r["sanity"]["test"]["median"]) == 6
     assert {r["adapter"]["protocol"] for r in results} == {"none", "per_scene"}
+    adabn = next(r for r in results if r["adapter"]["protocol"] == "per_scene")  # every severity's budget, added
+    per = [m["adapter"]["budget"]["images"] for m in adabn["per_severity"].values()]
+    assert adabn["adapter"]["evaluations"] == 6 and adabn["adapter"]["budget"]["images"] == sum(per) > 0
     board = (out / "leaderboards" / "shift_noise.md").read_text()
     assert "mIoU s5" in board and "| adabn" in board
     assert (out / "leaderboards" / "shift_noise_severity.png").stat().st_size > 5000
 
 
 def test_sanity_gate_warns_when_test_inputs_leave_the_training_range():
-    from bench.data import Split
-    from bench.datasets import SceneData
-    from bench.sanity import check
+    from bench.data.splits import Split
+    from bench.data.datasets import SceneData
+    from bench.data.sanity import check
 
     scenario = load_scenario("samples_intra")
     train, test = load_split(scenario, "train"), load_split(scenario, "test")
@@ -76,7 +79,7 @@ def test_sanity_gate_warns_when_test_inputs_leave_the_training_range():
 
 
 def test_leaderboard_warns_about_bit_identical_normalizers(tmp_path):
-    from bench.leaderboard import identical_metrics
+    from bench.boards.leaderboard import identical_metrics
 
     base = {"config": {"model": "m", "norm": "a", "adapt": "none"}, "seed": 0,
             "metrics": {"confusion": [[5, 1], [0, 4]]}}

@@ -10,11 +10,11 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from bench.catalog import check
+from bench.data.download import check
 from bench.cli import main
-from bench.datasets import load_dataset
-from bench.errors import DataError
-from bench.scenarios import load_scenario
+from bench.data.datasets import load_dataset
+from bench.core.errors import DataError
+from bench.data.scenarios import load_scenario
 from conftest import UKIS_BANDS, write_dataset, write_scenario, write_tif
 from taco_v1 import write_cloudsen12_part
 
@@ -232,7 +232,7 @@ def test_samples_temporal_runs_embedded(tmp_path):
 
 
 def test_data_verify_compares_files_with_their_checksums(cloudsen12_root, capsys):
-    from bench.datasets import sha256
+    from bench.data.datasets import sha256
 
     folder = cloudsen12_root / "cloudsen12"
     parts = sorted(folder.glob("*.taco"))

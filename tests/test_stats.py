@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats as sp
 
-from bench.leaderboard import kendall_tau, table
-from bench.metrics import scores
-from bench.stats import miou, paired_bootstrap, seed_interval
+from bench.boards.leaderboard import kendall_tau, table
+from bench.core.metrics import scores
+from bench.boards.stats import miou, paired_bootstrap, seed_interval
 
 
 def test_seed_interval_is_scipys_student_t_interval():

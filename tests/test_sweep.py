@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
-from bench.errors import ConfigError, UnknownNameError
-from bench.results import load_results, read_result
-from bench.sweep import Grid, expand
+from bench.core.errors import ConfigError, UnknownNameError
+from bench.core.results import load_results, read_result
+from bench.sweep.grid import Grid, expand
 
 pytestmark = pytest.mark.filterwarnings("ignore:imagenet weights", "ignore:normalization sanity")
 
@@ -116,8 +116,8 @@ def test_rerun_of_a_finished_sweep_does_nothing(reference, capsys):
 
 
 def _write_many(args: tuple[str, str, int]) -> None:
-    from bench.leaderboard import write_leaderboards
-    from bench.results import write_json
+    from bench.boards.leaderboard import write_leaderboards
+    from bench.core.results import write_json
 
     template, out, worker = args
     r = json.loads(Path(template).read_text())
@@ -133,7 +133,7 @@ def test_concurrent_writers_of_results_and_leaderboards(reference, tmp_path):
     with mp.get_context("spawn").Pool(4) as pool:
         pool.map(_write_many, [(str(template), str(tmp_path), w) for w in range(4)])
     assert len(load_results(tmp_path)) == 60 and not list(tmp_path.rglob("*.corrupt"))
-    from bench.leaderboard import write_leaderboards
+    from bench.boards.leaderboard import write_leaderboards
 
     (csv,) = [p for p in write_leaderboards(tmp_path, tmp_path / "lb") if p.suffix == ".csv"]
     assert list(pd.read_csv(csv)["runs"]) == [60]  # every result counted once
@@ -149,7 +149,7 @@ def test_submitit_local_executor_runs_the_cells(tmp_path, capsys):
 
 
 def test_slurm_launcher_turns_flags_into_an_sbatch_script(tmp_path, monkeypatch):
-    from bench.launchers import Launcher
+    from bench.sweep.launchers import Launcher
 
     monkeypatch.setenv("PATH", "")
     with pytest.raises(ConfigError, match="needs Slurm's srun"):
@@ -161,7 +161,7 @@ def test_slurm_launcher_turns_flags_into_an_sbatch_script(tmp_path, monkeypatch)
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     ex = Launcher("slurm", jobs=8, folder=tmp_path, partition="gpu", time_min=90, gpus_per_job=4,
                   cpus_per_job=8).executor()
-    script = ex._executor._make_submission_file_text("python -m bench.sweep job.json", "1")
+    script = ex._executor._make_submission_file_text("python -m bench.sweep.driver job.json", "1")
     for line in ("--partition=gpu", "--time=90", "--gpus-per-node=4", "--ntasks-per-node=4", "--cpus-per-task=8"):
         assert f"#SBATCH {line}" in script
 
@@ -184,7 +184,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.mark.skipif(not CHROMIUM and not os.environ.get("CLOUDBENCH_REQUIRE_CHROMIUM"),
                     reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_html_report_renders_in_headless_chromium(reference, tmp_path):
-    from bench.report import write_report
+    from bench.boards.report import write_report
 
     site = tmp_path / "site"
     pages = write_report(reference, site)
@@ -216,7 +216,7 @@ def test_html_report_renders_in_headless_chromium(reference, tmp_path):
 
 
 def test_rewritten_leaderboards_do_not_make_a_checkout_dirty(tmp_path):
-    from bench.results import git_state
+    from bench.core.results import git_state
 
     def git(*args: str) -> None:
         subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)

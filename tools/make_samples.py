@@ -1,4 +1,4 @@
-"""Write the embedded samples (bench/samples/) from the copies in ../shared/data.
+"""Write the embedded samples (bench/data/samples/) from the copies in ../shared/data.
 
 Reflectance is stored as uint16 L1C digital numbers (reflectance x 10,000, which is how both sources
 were made: the round trip is exact to float32 precision) in deflate-compressed GeoTIFFs, so that the
@@ -18,7 +18,7 @@ import rasterio
 from rasterio.transform import from_bounds
 
 SHARED = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data")
-OUT = Path("bench/samples")
+OUT = Path("bench/data/samples")
 PROFILE = dict(driver="GTiff", compress="deflate", predictor=2, zlevel=9, tiled=False)
 
 

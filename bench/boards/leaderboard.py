@@ -1,0 +1,294 @@
+"""Leaderboards, generated from stored results and never edited by hand.
+
+``leaderboards/<scenario>.md`` and ``.csv``: one row per model x normalizer x adapter, sorted by mean IoU.
+
+* Every metric is the mean over runs (seeds) with the half-width of its 95 % Student-t interval.
+* ``vs best``: a paired bootstrap over test blocks (:mod:`bench.boards.stats`) of the best row against each
+  other row; a row whose interval of (best - row) reaches 0 is *tied* with the best.
+* The leading rows are each tested against the next ("A beats B").
+* For a scenario tested away from its training data, each row's in-distribution mIoU (the same trained
+  models on the test split of their own dataset, or severity 0 of a shift), the drop, and both rankings
+  with Kendall's tau between them.
+
+Only results of the scenario's newest version count; results with the same evaluation key (copies of
+one experiment) count once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.boards.plots import severity_columns, severity_plot
+from bench.boards.stats import LEVEL, Comparison, blocks_of, paired_bootstrap, seed_interval
+from bench.boards.render import render
+from bench.core.results import file_lock, load_results, write_text
+
+KEYS = ["model", "norm", "adapt"]
+LEADING = 4  # "A beats B" is tested between consecutive rows among the first LEADING
+
+
+def row_key(r: dict[str, Any]) -> tuple[str, str, str]:
+    """The row a result belongs to: (model, normalizer, adapter)."""
+    c = r["config"]
+    return c["model"], c["norm"], c.get("adapt", "none")
+
+
+def _num(v: Any) -> float:
+    return np.nan if v is None else float(v)
+
+
+def _commit(r: dict[str, Any]) -> str:
+    git = r.get("git") or {}
+    return (git.get("commit") or "unknown")[:8] + ("+dirty" if git.get("dirty") else "")
+
+
+def table(results: list[dict[str, Any]], every: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """The leaderboard of one scenario's results (one row per model x norm x adapter); ``every`` (all
+    results, of all scenarios) supplies the in-distribution counterparts of the rows."""
+    groups = row_groups(results)
+    rows = []
+    for k, rs in groups.items():
+        row: dict[str, Any] = dict(zip(KEYS, k))
+        metrics = [(f"IoU {c}", [r["metrics"]["iou"].get(c) for r in rs]) for c in rs[0]["metrics"]["iou"]]
+        metrics += [("mIoU", [r["metrics"]["miou"] for r in rs]), ("accuracy", [r["metrics"]["accuracy"] for r in rs])]
+        for name, values in metrics:
+            row[name], row[f"{name} ci95"] = seed_interval(values)
+        for sev in sorted({s for r in rs for s in (r.get("per_severity") or {})}, key=int):
+            row[f"mIoU s{sev}"] = np.nanmean([_num((r.get("per_severity") or {}).get(sev, {}).get("miou"))
+                                              for r in rs])
+        row.update({"runs": len(rs), "seeds": ",".join(str(s) for s in sorted({r["seed"] for r in rs})),
+                    "steps": ",".join(sorted({str((r.get("train") or {}).get("steps")) for r in rs})),
+                    "reference": rs[0]["scenario"].get("reference", "?"),
+                    "commit": ",".join(sorted({_commit(r) for r in rs}))})
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    df = df.sort_values("mIoU", ascending=False, na_position="last").reset_index(drop=True)
+    _versus_best(df, groups)
+    _in_distribution(df, groups, every or results)
+    return df
+
+
+def _versus_best(df: pd.DataFrame, groups: dict[tuple, list[dict[str, Any]]]) -> None:
+    """Columns ``best - this`` (with its bootstrap interval and p) and ``tied`` (with the best row)."""
+    cols = {"best - this": np.nan, "best - this low": np.nan, "best - this high": np.nan, "p best beats this": np.nan}
+    for c, v in cols.items():
+        df[c] = v
+    df["tied"] = pd.Series([None] * len(df), dtype=object)
+    best = blocks_of(groups[tuple(df.loc[0, KEYS])])
+    if best is None:
+        return
+    ids, best_cm = best
+    df.loc[0, "tied"] = "best"
+    for i in range(1, len(df)):
+        other = blocks_of(groups[tuple(df.loc[i, KEYS])], ids)
+        if other is None:
+            continue
+        c = paired_bootstrap(best_cm, other[1])
+        df.loc[i, list(cols)] = [c.diff, c.low, c.high, c.p]
+        df.loc[i, "tied"] = "no" if c.significant else "yes"
+
+
+def leading_comparisons(df: pd.DataFrame, groups: dict[tuple, list[dict[str, Any]]],
+                        n: int = LEADING) -> list[tuple[tuple, tuple, Comparison]]:
+    """Each of the first ``n`` rows against the next one: (A, B, A - B)."""
+    out = []
+    for i in range(min(n, len(df)) - 1):
+        a, b = tuple(df.loc[i, KEYS]), tuple(df.loc[i + 1, KEYS])
+        ba = blocks_of(groups[a])
+        bb = blocks_of(groups[b], ba[0]) if ba else None
+        if ba and bb:
+            out.append((a, b, paired_bootstrap(ba[1], bb[1])))
+    return out
+
+
+def _test_source(r: dict[str, Any]) -> tuple[str | None, str | None]:
+    d = r["scenario"].get("definition", {})
+    src = d.get("sources", {})
+    return (src.get("test") or {}).get("dataset"), (src.get("train") or {}).get("dataset")
+
+
+def _in_distribution(df: pd.DataFrame, groups: dict[tuple, list[dict[str, Any]]],
+                     every: list[dict[str, Any]]) -> None:
+    """Columns ``in-dist scenario``, ``mIoU in-dist``, ``drop``, ``rank in-dist`` and ``rank`` where a row
+    has an in-distribution counterpart: severity 0 of a shift scenario, else results of the same trained
+    models and adapter on a scenario that tests on their own training dataset with no shift."""
+    intra: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in every:
+        test_ds, train_ds = _test_source(r)
+        if test_ds and test_ds == train_ds and not r["scenario"].get("definition", {}).get("shift"):
+            intra.setdefault((r["train_key"], r["config"].get("adapt", "none")), []).append(r)
+    names, values, here = [], [], []
+    for i in range(len(df)):
+        rs = groups[tuple(df.loc[i, KEYS])]
+        if rs[0]["scenario"].get("definition", {}).get("shift"):
+            cols = severity_columns(df)
+            has_zero = "mIoU s0" in cols
+            names.append("severity 0" if has_zero else None)
+            values.append(df.loc[i, "mIoU s0"] if has_zero else np.nan)
+            here.append(df.loc[i, cols[-1]] if cols else np.nan)  # the strongest severity
+            continue
+        pairs = [(r, intra[(r.get("train_key"), r["config"].get("adapt", "none"))][0]) for r in rs
+                 if (r.get("train_key"), r["config"].get("adapt", "none")) in intra]
+        pairs = [(r, m) for r, m in pairs if m["scenario"]["name"] != r["scenario"]["name"]]
+        if not pairs:  # no counterpart, or this is the in-distribution scenario itself
+            names.append(None), values.append(np.nan), here.append(np.nan)
+            continue
+        names.append(pairs[0][1]["scenario"]["name"])  # drop and ranks use the runs that have a counterpart
+        values.append(float(np.nanmean([_num(m["metrics"]["miou"]) for _, m in pairs])))
+        here.append(float(np.nanmean([_num(r["metrics"]["miou"]) for r, _ in pairs])))
+    if not any(names):
+        return
+    df["in-dist scenario"] = names
+    df["mIoU in-dist"] = values
+    df["drop"] = np.array(values, dtype=float) - np.array(here, dtype=float)
+    has = ~np.isnan(df["mIoU in-dist"].to_numpy(dtype=float))
+    df["rank in-dist"] = pd.Series(df["mIoU in-dist"].where(has).rank(ascending=False, method="min"), dtype="Int64")
+    df["rank"] = pd.Series(pd.Series(here, dtype=float).where(has).rank(ascending=False, method="min"), dtype="Int64")
+
+
+def kendall_tau(df: pd.DataFrame) -> float | None:
+    """Kendall's tau between the in-distribution and this scenario's rankings (None if < 3 rows have both)."""
+    if "rank in-dist" not in df:
+        return None
+    both = df[["rank in-dist", "rank"]].dropna()
+    if len(both) < 3:
+        return None
+    from scipy.stats import kendalltau
+
+    tau = kendalltau(both["rank in-dist"].astype(float), both["rank"].astype(float)).statistic
+    return None if math.isnan(tau) else float(tau)
+
+
+def unique(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One result per evaluation key (copies of one experiment, e.g. from merged run folders, count once)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for r in results:
+        seen[r.get("eval_key") or r.get("_path", id(r))] = r
+    return list(seen.values())
+
+
+def scenario_results(out: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """Every result under ``out`` by scenario, newest scenario version only, one per experiment."""
+    by_scenario: dict[str, list[dict[str, Any]]] = {}
+    for r in unique(load_results(out)):
+        by_scenario.setdefault(r["scenario"]["name"], []).append(r)
+    for name, rs in by_scenario.items():
+        newest = max(r["scenario"]["version"] for r in rs)
+        by_scenario[name] = [r for r in rs if r["scenario"]["version"] == newest]
+    return dict(sorted(by_scenario.items()))
+
+
+def write_leaderboards(out: str | Path = "runs", dest: str | Path = "leaderboards",
+                       scenarios: list[str] | None = None, command: str | None = None) -> list[Path]:
+    """Regenerate ``<dest>/<scenario>.md`` and ``.csv`` from every result under ``out``."""
+    by_scenario = scenario_results(out)
+    every = [r for rs in by_scenario.values() for r in rs]
+    command = command or "bench leaderboard --runs " + shlex.quote(str(out))
+    dest_dir = Path(dest)
+    written = []
+    with file_lock(dest_dir / ".lock"):  # parallel runs regenerate boards one at a time
+        for name, rs in by_scenario.items():
+            if scenarios and name not in scenarios:
+                continue
+            df = table(rs, every)
+            twins = identical_metrics(rs)
+            write_text(dest_dir / f"{name}.csv", df.to_csv(index=False, float_format="%.4f"))
+            write_text(dest_dir / f"{name}.md", markdown(name, rs, df, command, twins))
+            written += [dest_dir / f"{name}.md", dest_dir / f"{name}.csv"]
+            if severity_columns(df):
+                written.append(severity_plot(df, dest_dir / f"{name}_severity.png", name, rs[0]["scenario"]))
+    return written
+
+
+def identical_metrics(results: list[dict[str, Any]]) -> list[str]:
+    """Pairs of different normalizers or adapters whose confusion matrices are bit-identical (same model
+    and seed): one of them probably did nothing. Each pair is warned about and listed. Two perfect results
+    (no error anywhere) are identical for a good reason and are not reported."""
+    seen: dict[tuple, tuple[str, str]] = {}
+    found = []
+    for r in results:
+        cms = [r["metrics"]["confusion"], *(m["confusion"] for m in (r.get("per_severity") or {}).values())]
+        if all(not any(v for i, row in enumerate(cm) for j, v in enumerate(row) if i != j) for cm in cms):
+            continue
+        c = r["config"]
+        sig = (c["model"], r["seed"], json.dumps(r["metrics"]["confusion"]), json.dumps(r.get("per_severity") and
+               {k: v["confusion"] for k, v in r["per_severity"].items()}))
+        combo = (c["norm"], c.get("adapt", "none"))
+        if sig in seen and seen[sig] != combo:
+            found.append(f"{c['model']} seed {r['seed']}: {'/'.join(seen[sig])} and {'/'.join(combo)} give "
+                         "bit-identical metrics (did one of them do nothing?)")
+        seen.setdefault(sig, combo)
+    for message in found:
+        warnings.warn(message, stacklevel=2)
+    return found
+
+
+def fmt(mean: float, half: float = np.nan) -> str:
+    """``0.620 ± 0.048`` (half-width of the 95 % interval), ``0.620`` for one run, blank for none."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return ""
+    return f"{mean:.3f}" if half is None or math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
+
+
+def versus_best(row: pd.Series) -> str:
+    """The ``vs best`` cell: ``best``, ``tied (p 0.31)``, or ``-0.081 [-0.152, -0.020]`` (this - best)."""
+    if row.get("tied") == "best":
+        return "best"
+    if row.get("tied") not in ("yes", "no"):
+        return ""
+    d, lo, hi = -row["best - this"], -row["best - this high"], -row["best - this low"]
+    text = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    return f"tied, {text}" if row["tied"] == "yes" else text
+
+
+def display(df: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard as shown in Markdown and HTML: means with intervals, the tie column, ranks."""
+    classes = [c for c in df.columns if c.startswith("IoU ") and not c.endswith(" ci95")]
+    out = df[KEYS].copy()
+    for c in [*classes, "mIoU", "accuracy"]:
+        out[c] = [fmt(m, h) for m, h in zip(df[c], df[f"{c} ci95"])]
+    vs = [versus_best(r) for _, r in df.iterrows()]
+    if any(vs):  # results older than per-block storage cannot be compared
+        out["vs best"] = vs
+    for c in severity_columns(df):
+        out[c] = [fmt(v) for v in df[c]]
+    if "mIoU in-dist" in df:
+        out["in-dist (scenario)"] = [f"{fmt(v)} ({n})" if isinstance(n, str) else ""
+                                     for v, n in zip(df["mIoU in-dist"], df["in-dist scenario"])]
+        out["drop"] = [fmt(v) for v in df["drop"]]
+        out["rank in-dist → here"] = [f"{a} → {b}" if not pd.isna(a) else ""
+                                      for a, b in zip(df["rank in-dist"], df["rank"])]
+    for c in ("runs", "seeds", "steps", "reference", "commit"):
+        out[c] = df[c]
+    return out
+
+
+def markdown(name: str, results: list[dict[str, Any]], df: pd.DataFrame, command: str,
+             twins: list[str] = ()) -> str:
+    """The Markdown leaderboard of one scenario (template ``templates/board.md.j2``)."""
+    s = results[0]["scenario"]
+    space = results[0]["metrics"].get("label_space", {})
+    return render("board.md.j2", name=name, scenario=s, command=command, n=len(results), level=f"{LEVEL:.0%}",
+                  label_space="; ".join(f"`{g}` = {' + '.join(c)}" for g, c in space.items()),
+                  compared=bool(df["tied"].notna().any()), shift=bool(s.get("definition", {}).get("shift")),
+                  in_dist="mIoU in-dist" in df, tau=kendall_tau(df), table=display(df).to_markdown(index=False, missingval=""),
+                  leading=leading_comparisons(df, row_groups(results)), warnings=list(twins),
+                  commands=sorted({r.get("command", "?") for r in results}))
+
+
+def row_groups(results: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    """Results by leaderboard row (model, normalizer, adapter), in first-seen order."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault(row_key(r), []).append(r)
+    return groups

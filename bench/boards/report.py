@@ -1,0 +1,142 @@
+"""``bench report``: the leaderboards as a static HTML site that opens from disk, with no server and
+nothing fetched from the network.
+
+``<dest>/index.html`` lists the scenarios; ``<dest>/<scenario>.html`` holds the sortable leaderboard
+(click a column; ``#sort=<column>`` or ``#sort=<column>-asc`` in the address sorts on opening), the
+per-class IoU with their intervals, the statistical comparisons, the severity plot of a shift scenario,
+one figure per row (its first seed) and the provenance of every row: commands, commits, package
+versions, data checksums, model folders and logs.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.boards.leaderboard import (KEYS, display, kendall_tau, leading_comparisons, row_groups,
+                                      scenario_results, table)
+from bench.boards.plots import severity_columns, severity_plot
+from bench.boards.render import STATIC, render, static
+from bench.core.results import write_text
+
+
+def _cell(value: Any, numeric: float | None = None, text: bool = False, href: str | None = None) -> dict[str, Any]:
+    """A table cell: shown text, its sort value, whether it is text (left-aligned), a link."""
+    shown = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+    sort = None if numeric is None or pd.isna(numeric) else f"{float(numeric):.6g}"
+    return {"text": shown, "value": sort, "text_cell": text, "href": href}
+
+
+def board_rows(df: pd.DataFrame) -> tuple[list[str], list[dict[str, Any]]]:
+    """The sortable leaderboard's columns and rows; numeric cells carry their value for sorting."""
+    shown = display(df)
+    numeric = {c: df[c] for c in df.columns if c in shown.columns and pd.api.types.is_numeric_dtype(df[c])}
+    numeric["vs best"] = -df["best - this"].fillna(0).where(df["tied"].notna())
+    if "rank in-dist → here" in shown:
+        numeric["rank in-dist → here"] = df["rank"].astype("Float64")
+    rows = []
+    for i, row in shown.iterrows():
+        cells = [_cell(row[c], numeric[c][i] if c in numeric else None, text=c in KEYS or c == "commit")
+                 for c in shown.columns]
+        rows.append({"cls": {"best": "best", "yes": "tied"}.get(df.loc[i, "tied"], ""),
+                     "id": "/".join(row[KEYS]), "cells": cells})
+    return list(shown.columns), rows
+
+
+def _figure(r: dict[str, Any], dest: Path, name: str) -> str | None:
+    """Copy a run's figure into the site as a JPEG at most 900 px wide (a site of many runs stays a few MB);
+    its path relative to the page."""
+    src = Path(r.get("figure") or Path(r["_path"]).with_suffix(".png"))
+    if not src.exists():
+        return None
+    target = dest / "figures" / name / f"{src.stem}.jpg"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        from PIL import Image
+
+        with Image.open(src) as im:
+            im = im.convert("RGB")
+            im.thumbnail((900, 100_000))
+            im.save(target, quality=80, optimize=True)
+    except (OSError, ImportError):
+        target = target.with_suffix(src.suffix)
+        shutil.copyfile(src, target)
+    return target.relative_to(dest).as_posix()
+
+
+def provenance(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A row's runs, by seed: metrics, commands, code and package versions, data checksums, logs."""
+    items = []
+    for r in sorted(rs, key=lambda r: r["seed"]):
+        v, git, train = r.get("versions") or {}, r.get("git") or {}, r.get("train") or {}
+        logs = r.get("logs") or train.get("logs") or {}
+        logs = logs if isinstance(logs, dict) else {"csv": logs}
+        files = sorted({h[:12] for split in (r.get("data") or {}).values() for h in split.get("files", {}).values()})
+        facts = {
+            "seed": r["seed"], "mIoU": f"{r['metrics']['miou']:.4f}" if r["metrics"]["miou"] is not None else "",
+            "command": r.get("command"), "result": Path(r["_path"]).name,
+            "model folder": Path(r.get("checkpoint", "")).parent.name,
+            "commit": f"{(git.get('commit') or 'unknown')[:12]}{' (dirty)' if git.get('dirty') else ''}",
+            "versions": ", ".join(f"{k} {val}" for k, val in v.items() if val),
+            "training": f"{train.get('steps')} steps, best val mIoU {train.get('best_val_miou')}, "
+                        f"{train.get('train_s', 0) or 0:.0f} s" if train else "",
+            "hardware": (r.get("hardware") or {}).get("device", ""),
+            "data sha256": ", ".join(files[:8]) + (f" (+{len(files) - 8})" if len(files) > 8 else ""),
+            "logs": ", ".join(f"{k}: {val}" for k, val in logs.items() if val and k in ("csv", "wandb")),
+        }
+        items.append({k: val for k, val in facts.items() if val not in (None, "")})
+    return items
+
+
+def scenario_page(name: str, rs: list[dict[str, Any]], every: list[dict[str, Any]], dest: Path,
+                  command: str) -> str:
+    """The page of one scenario: its board, comparisons, severity plot, and each row's figure and provenance."""
+    df = table(rs, every)
+    s = rs[0]["scenario"]
+    groups = row_groups(rs)
+    plot = (severity_plot(df, dest / "figures" / name / "severity.png", name, s).relative_to(dest).as_posix()
+            if severity_columns(df) else None)
+    details = []
+    for _, row in df.iterrows():
+        k = tuple(row[KEYS])
+        first = min(groups[k], key=lambda r: r["seed"])
+        details.append({"key": k, "runs": provenance(groups[k]), "seed": first["seed"],
+                        "figure": _figure(first, dest, name)})
+    columns, rows = board_rows(df)
+    return render("scenario.html.j2", title=f"cloudbench: {name}", name=name, scenario=s, n=len(rs),
+                  label_space=rs[0]["metrics"].get("label_space", {}), tau=kendall_tau(df), command=command,
+                  columns=columns, rows=rows, leading=leading_comparisons(df, groups), severity_plot=plot,
+                  details=details, commands=sorted({r.get("command", "?") for r in rs}))
+
+
+def index_row(name: str, rs: list[dict[str, Any]], df: pd.DataFrame) -> dict[str, Any]:
+    """A scenario's row of the index: description, reference, results and the best row."""
+    best = df.iloc[0]
+    return {"cls": "", "id": name, "cells": [
+        _cell(name, text=True, href=f"{name}.html"), _cell(rs[0]["scenario"].get("description", ""), text=True),
+        _cell(rs[0]["scenario"].get("reference", "?"), text=True), _cell(len(rs), len(rs)),
+        _cell("/".join(best[KEYS]), text=True), _cell(f"{best['mIoU']:.3f}", best["mIoU"])]}
+
+
+def write_report(runs: str | Path = "runs", dest: str | Path = "leaderboards/html",
+                 scenarios: list[str] | None = None, command: str | None = None) -> list[Path]:
+    """Write ``index.html`` and one page per scenario under ``dest``; returns the pages written."""
+    dest = Path(dest)
+    command = command or f"bench report --runs {runs} --dest {dest}"
+    by_scenario = scenario_results(runs)
+    every = [r for rs in by_scenario.values() for r in rs]
+    chosen = {n: rs for n, rs in by_scenario.items() if not scenarios or n in scenarios}
+    written, index = [], []
+    for name, rs in chosen.items():
+        written.append(write_text(dest / f"{name}.html", scenario_page(name, rs, every, dest, command)))
+        index.append(index_row(name, rs, table(rs, every)))
+    if written:
+        for f in STATIC:
+            write_text(dest / f, static(f))
+        columns = ["scenario", "description", "reference", "results", "best row", "best mIoU"]
+        written.insert(0, write_text(dest / "index.html", render("index.html.j2", title="cloudbench leaderboards",
+                                                                 columns=columns, rows=index, command=command)))
+    return written

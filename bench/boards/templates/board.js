@@ -1,0 +1,23 @@
+function sortBy(th, dir){
+  const table = th.closest('table'), body = table.tBodies[0], i = [...th.parentNode.children].indexOf(th);
+  const key = tr => { const td = tr.children[i]; const v = td.dataset.v;
+    return v !== undefined && v !== '' ? parseFloat(v) : td.textContent.trim(); };
+  const rows = [...body.rows];
+  rows.sort((a, b) => { const x = key(a), y = key(b);
+    if (typeof x === 'number' && typeof y === 'number') return dir * (x - y);
+    if (typeof x === 'number') return -1; if (typeof y === 'number') return 1;
+    return dir * String(x).localeCompare(String(y)); });
+  rows.forEach(r => body.appendChild(r));
+  table.querySelectorAll('th').forEach(h => h.removeAttribute('aria-sort'));
+  th.setAttribute('aria-sort', dir > 0 ? 'ascending' : 'descending');
+}
+document.querySelectorAll('table.board th').forEach(th => th.addEventListener('click', () =>
+  sortBy(th, th.getAttribute('aria-sort') === 'descending' ? 1 : -1)));
+function fromHash(){
+  const m = decodeURIComponent(location.hash).match(/^#sort=(.+?)(-asc)?$/); if (!m) return;
+  const th = [...document.querySelectorAll('table.board th')].find(h => h.dataset.col === m[1]);
+  if (th) sortBy(th, m[2] ? 1 : -1);
+}
+window.addEventListener('hashchange', fromHash); fromHash();
+window.addEventListener('load', () => { const imgs = [...document.images];
+  document.body.dataset.images = imgs.filter(i => i.complete && i.naturalWidth > 0).length + '/' + imgs.length; });

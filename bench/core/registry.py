@@ -1,0 +1,283 @@
+"""One typed registry for every kind of plugin: models, normalizers, adapters, scenarios and datasets.
+
+Two things live in it:
+
+* a **builder** is a Python factory, marked where it is defined with ``@register(kind, name)``:
+  a model family (``smp``), a normalizer class (``percentile``), a dataset type (``geotiff``);
+* an **entry** is what a user names on the command line (``unet_mnv2``, ``percentile``,
+  ``samples_cross``): a builder plus settings, usually one table in a TOML file under ``registry/``
+  or one file under ``scenarios/``.
+
+Plugins, the built-ins included, arrive through one entry-point group, ``cloudbench.plugins``. An
+entry point names either a module (its ``@register``-marked builders are added) or a callable that
+takes the :class:`Registry` (and may add builders, entries or TOML files). A plugin that fails to load
+is skipped with a warning and leaves nothing behind; a duplicate name always raises.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import types
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from bench.core.config import check_arguments, read_toml
+from bench.core.errors import ConfigError, DuplicateNameError, unknown
+
+GROUP = "cloudbench.plugins"
+
+#: kind -> the word used in messages and in ``bench list``.
+KINDS: dict[str, str] = {
+    "model": "model",
+    "norm": "normalizer",
+    "adapter": "adapter",
+    "scenario": "scenario",
+    "dataset": "dataset",
+    "shift": "shift",
+}
+#: plural forms accepted by ``bench list``.
+KIND_ALIASES = {"models": "model", "norms": "norm", "normalizers": "norm", "adapters": "adapter",
+                "scenarios": "scenario", "datasets": "dataset", "shifts": "shift"}
+
+#: keys every TOML entry may have besides its builder's parameters.
+ENTRY_KEYS = {"type", "description"}
+#: parameters of each kind's builders that are given when an entry is built, never in its settings.
+RUNTIME: dict[str, frozenset[str]] = {
+    "model": frozenset({"in_channels"}),
+    "norm": frozenset(),
+    "adapter": frozenset(),
+    "scenario": frozenset({"origin"}),
+    "dataset": frozenset({"origin"}),
+    "shift": frozenset({"image", "severity", "bands", "seed"}),
+}
+
+
+@dataclass(frozen=True)
+class Builder:
+    """A factory of one kind, called with keyword arguments: an entry's settings plus run-time ones."""
+
+    kind: str
+    name: str
+    fn: Callable[..., Any]
+    description: str = ""
+
+    def arguments(self, settings: Mapping[str, Any], where: str) -> dict[str, Any]:
+        """``settings`` checked against the factory's signature and types (unknown keys get "did you
+        mean"); returns the keyword arguments to call it with."""
+        return check_arguments(self.fn, settings, where, skip=RUNTIME[self.kind], extra=ENTRY_KEYS)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A named, configured plugin: ``build()`` calls its builder with its settings."""
+
+    kind: str
+    name: str
+    builder: Builder
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    origin: str = ""
+
+    def build(self, **runtime: Any) -> Any:
+        """Call the builder with this entry's settings plus ``runtime`` arguments (e.g. ``in_channels``):
+        the one way a registered builder is called."""
+        return self.builder.fn(**self.builder.arguments(self.settings, self.origin or self.name), **runtime)
+
+    def summary(self) -> dict[str, Any]:
+        """What results record about this entry."""
+        return {"name": self.name, "type": self.builder.name, "settings": dict(self.settings),
+                "origin": self.origin}
+
+
+def register(kind: str, name: str, *, description: str | None = None, entry: bool = False) -> Callable:
+    """Mark a factory as a builder of ``kind``; ``entry=True`` also makes it an entry of the same name.
+
+    Marking does not register anything by itself: the registry picks marked builders up from the
+    module that an entry point (the built-ins' or a third party's) names.
+    """
+    if kind not in KINDS:
+        raise unknown("plugin kind", kind, KINDS)
+
+    def mark(fn: Callable) -> Callable:
+        doc = description if description is not None else (inspect.getdoc(fn) or "").split("\n")[0]
+        marks = list(getattr(fn, "__bench_builders__", ()))
+        marks.append({"kind": kind, "name": name, "description": doc, "entry": entry})
+        fn.__bench_builders__ = marks
+        return fn
+
+    return mark
+
+
+class Registry:
+    """Builders and entries of every kind, with "did you mean" on unknown names."""
+
+    def __init__(self) -> None:
+        self._builders: dict[str, dict[str, Builder]] = {k: {} for k in KINDS}
+        self._entries: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
+
+    # -- adding ---------------------------------------------------------------------------------
+    def add_builder(self, kind: str, name: str, fn: Callable, description: str = "") -> Builder:
+        """Add a factory of ``kind`` under ``name``; a second one of the same name raises."""
+        self._check_kind(kind)
+        if name in self._builders[kind]:
+            old = self._builders[kind][name]
+            raise DuplicateNameError(f"{KINDS[kind]} type {name!r} is registered twice: by "
+                                     f"{_where(old.fn)} and by {_where(fn)}")
+        b = Builder(kind, name, fn, description)
+        self._builders[kind][name] = b
+        return b
+
+    def add(self, kind: str, name: str, *, type: str, settings: Mapping[str, Any] | None = None,
+            description: str = "", origin: str = "") -> Entry:
+        """Add an entry; its settings are validated against its builder (unknown keys raise)."""
+        self._check_kind(kind)
+        settings = dict(settings or {})
+        where = origin or f"{KINDS[kind]} {name!r}"
+        if name in self._entries[kind]:
+            raise DuplicateNameError(f"{KINDS[kind]} {name!r} is registered twice: in "
+                                     f"{self._entries[kind][name].origin or '?'} and in {where}")
+        builder = self.builder(kind, type)
+        builder.arguments(settings, where)
+        e = Entry(kind, name, builder, settings, description or builder.description, origin)
+        self._entries[kind][name] = e
+        return e
+
+    def add_module(self, module: types.ModuleType) -> None:
+        """Add every ``@register``-marked builder defined in ``module``."""
+        for obj in vars(module).values():
+            if getattr(obj, "__module__", None) != module.__name__:
+                continue
+            marks = vars(obj).get("__bench_builders__", ()) if isinstance(obj, type) else getattr(obj, "__bench_builders__", ())
+            for mark in marks:  # a subclass does not inherit its parent's registration
+                self.add_builder(mark["kind"], mark["name"], obj, mark["description"])
+                if mark["entry"]:
+                    self.add(mark["kind"], mark["name"], type=mark["name"],
+                             description=mark["description"], origin=module.__name__)
+
+    def add_toml_tables(self, kind: str, path: str | Path) -> None:
+        """Add one entry per top-level table of a TOML file (``registry/models.toml``)."""
+        doc = read_toml(path)
+        for name, table in doc.items():
+            where = f"{path} [{name}]"
+            if not isinstance(table, dict):
+                raise ConfigError(f"{path}: {name!r} must be a table ([{name}]), not a value")
+            if "type" not in table:
+                raise ConfigError(f"{where}: missing required key 'type' (the {KINDS[kind]} type)")
+            self.add(kind, name, type=table["type"], settings=table,
+                     description=table.get("description", ""), origin=where)
+
+    def entry_from_file(self, kind: str, path: str | Path, default_type: str) -> Entry:
+        """An entry from a whole TOML file (a scenario, a dataset), checked but not added; its name is the
+        file's ``name``, else its stem."""
+        path = Path(path)
+        doc = read_toml(path)
+        name = doc.get("name", path.stem)
+        builder = self.builder(kind, doc.get("type", default_type))
+        settings = {**doc, "name": name}
+        builder.arguments(settings, str(path))
+        return Entry(kind, name, builder, settings, doc.get("description", "") or builder.description, str(path))
+
+    def find(self, kind: str, ref: str, default_type: str) -> Entry:
+        """An entry by registered name (``samples_cross``), or from the TOML file ``ref`` names
+        (``./my_scenario.toml``: see :func:`is_path`)."""
+        return self.entry_from_file(kind, ref, default_type) if is_path(ref) else self.get(kind, ref)
+
+    def add_toml_file(self, kind: str, path: str | Path, default_type: str) -> Entry:
+        """Add one entry from a whole TOML file (see :meth:`entry_from_file`)."""
+        e = self.entry_from_file(kind, path, default_type)
+        return self.add(kind, e.name, type=e.builder.name, settings=e.settings, description=e.description,
+                        origin=e.origin)
+
+    # -- looking up -----------------------------------------------------------------------------
+    def get(self, kind: str, name: str) -> Entry:
+        """The entry ``name`` of ``kind``; an unknown name suggests the closest."""
+        self._check_kind(kind)
+        try:
+            return self._entries[kind][name]
+        except KeyError:
+            raise unknown(KINDS[kind], name, self._entries[kind]) from None
+
+    def builder(self, kind: str, name: str) -> Builder:
+        """The builder ``name`` of ``kind``; an unknown name suggests the closest."""
+        self._check_kind(kind)
+        try:
+            return self._builders[kind][name]
+        except KeyError:
+            raise unknown(f"{KINDS[kind]} type", name, self._builders[kind]) from None
+
+    def names(self, kind: str, pattern: str = "*") -> list[str]:
+        """Entry names of ``kind`` matching a shell-style wildcard, sorted."""
+        self._check_kind(kind)
+        return sorted(n for n in self._entries[kind] if fnmatch.fnmatchcase(n, pattern))
+
+    def entries(self, kind: str, pattern: str = "*") -> list[Entry]:
+        """Entries of ``kind`` matching a shell-style wildcard, sorted by name."""
+        return [self._entries[kind][n] for n in self.names(kind, pattern)]
+
+    def __iter__(self) -> Iterator[Entry]:
+        for kind in KINDS:
+            yield from self.entries(kind)
+
+    # -- transactions (a failing plugin leaves nothing behind) -----------------------------------
+    def snapshot(self) -> tuple[dict, dict]:
+        """A copy of every builder and entry, for :meth:`restore`."""
+        return ({k: dict(v) for k, v in self._builders.items()},
+                {k: dict(v) for k, v in self._entries.items()})
+
+    def restore(self, snap: tuple[dict, dict]) -> None:
+        """Go back to a :meth:`snapshot` (a plugin that failed half-way leaves nothing behind)."""
+        self._builders, self._entries = ({k: dict(v) for k, v in s.items()} for s in snap)
+
+    @staticmethod
+    def _check_kind(kind: str) -> None:
+        if kind not in KINDS:
+            raise unknown("plugin kind", kind, KINDS)
+
+
+def is_path(ref: str) -> bool:
+    """A scenario or dataset named by the path of its TOML file rather than by a registered name."""
+    return ref.endswith(".toml") or "/" in ref
+
+
+def _where(fn: Callable) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def load_plugins(reg: Registry) -> Registry:
+    """Load every plugin of the ``cloudbench.plugins`` entry-point group into ``reg``."""
+    for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.value != "bench.builtins:register", e.name)):
+        builtin = ep.value.startswith("bench.")
+        snap = reg.snapshot()
+        try:
+            obj = ep.load()
+            if isinstance(obj, types.ModuleType):
+                reg.add_module(obj)
+            elif callable(obj):
+                obj(reg)
+            else:
+                raise TypeError(f"entry point {ep.value!r} is neither a module nor a callable")
+        except DuplicateNameError:
+            raise
+        except Exception as err:
+            if builtin:
+                raise
+            reg.restore(snap)
+            warnings.warn(f"cloudbench plugin {ep.name!r} ({ep.value}) failed to load and was "
+                          f"skipped: {type(err).__name__}: {err}", stacklevel=2)
+    return reg
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry(reload: bool = False) -> Registry:
+    """The process-wide registry, with all plugins loaded (once, or again with ``reload=True``)."""
+    global _REGISTRY
+    if _REGISTRY is None or reload:
+        _REGISTRY = load_plugins(Registry())
+    return _REGISTRY

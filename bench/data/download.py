@@ -1,0 +1,136 @@
+"""``bench data``: what data is where (info), getting it (download), checking it (verify, check).
+
+Downloads use each source's own library: huggingface_hub for the CloudSEN12+ TACO files (resumable, with
+progress bars; sha256 of every file checked against the hub's and written to ``SHA256SUMS``), torchgeo
+for Copernicus-Bench Cloud-S2 (md5-checked archive), sentinelhub-py for Sentinel Hub scenes.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tabulate import tabulate
+
+from bench.data.datasets import Dataset, data_root, load_dataset, sha256
+from bench.core.errors import BenchError, DataError
+from bench.core.registry import get_registry
+
+#: where the published CloudSEN12+ files are (Hugging Face dataset repository and file pattern).
+CLOUDSEN12_REPO = "tacofoundation/cloudsen12"
+CLOUDSEN12_FILES = "cloudsen12-l1c.*.part.taco"
+MANIFEST = "SHA256SUMS"
+
+
+def _root(root: str | None) -> Path:
+    path = Path(root).expanduser() if root else data_root()
+    if path is None:
+        raise BenchError("no data root: pass --data-root DIR or set CLOUDBENCH_DATA")
+    return path
+
+
+def download(name: str, root: str | None = None) -> list[Path]:
+    """Fetch dataset ``name`` into the data root; returns the files written or found complete."""
+    root_path = _root(root)
+    root_path.mkdir(parents=True, exist_ok=True)
+    if name in ("cloudsen12", "cloudsen12_l1c"):
+        return _download_cloudsen12(root_path / "cloudsen12")
+    if name == "copernicus_cloud_s2":
+        from torchgeo.datasets import CopernicusBenchCloudS2
+
+        try:
+            CopernicusBenchCloudS2(root=str(root_path / "copernicus_bench"), download=True, checksum=True)
+        except Exception as err:
+            raise DataError(f"downloading Copernicus-Bench Cloud-S2 failed ({type(err).__name__}: {err}); "
+                            "this needs internet") from None
+        return sorted((root_path / "copernicus_bench").rglob("*.csv"))
+    ds = load_dataset(name)
+    if hasattr(ds, "fetch"):
+        import os
+
+        os.environ["CLOUDBENCH_DATA"] = str(root_path)
+        return [ds.fetch()]
+    raise BenchError(f"dataset {name!r} has nothing to download (it is embedded or read from your own files)")
+
+
+def _download_cloudsen12(folder: Path) -> list[Path]:
+    from huggingface_hub import HfApi, snapshot_download
+
+    try:
+        snapshot_download(CLOUDSEN12_REPO, repo_type="dataset", allow_patterns=[CLOUDSEN12_FILES], local_dir=folder)
+        remote = {p.path: p.lfs.sha256 for p in HfApi().list_repo_tree(CLOUDSEN12_REPO, repo_type="dataset")
+                  if getattr(p, "lfs", None) and Path(p.path).match(CLOUDSEN12_FILES)}
+    except Exception as err:
+        raise DataError(f"downloading CloudSEN12+ from the Hugging Face repository {CLOUDSEN12_REPO} failed "
+                        f"({type(err).__name__}); this needs internet. Run it again to resume.") from None
+    files = sorted(folder.glob(CLOUDSEN12_FILES))
+    sums = {}
+    for f in files:
+        sums[f.name] = sha256(f)
+        if f.name in remote and remote[f.name] != sums[f.name]:
+            raise DataError(f"{f}: sha256 {sums[f.name]} differs from the hub's {remote[f.name]}; delete it and "
+                            "run the download again")
+    (folder / MANIFEST).write_text("".join(f"{h}  {n}\n" for n, h in sorted(sums.items())))
+    return files
+
+
+def verify(name: str, root: str | None = None) -> list[dict[str, Any]]:
+    """Check a downloaded dataset's files against their ``SHA256SUMS`` (or that every file opens)."""
+    folder = _root(root) / ("cloudsen12" if name in ("cloudsen12", "cloudsen12_l1c") else name)
+    manifest = folder / MANIFEST
+    if not manifest.exists():
+        raise DataError(f"no {MANIFEST} in {folder}: download the dataset with `bench data download {name}` first")
+    rows = []
+    for line in manifest.read_text().splitlines():
+        expected, fname = line.split(maxsplit=1)
+        path = folder / fname
+        status = "missing" if not path.exists() else ("ok" if sha256(path) == expected else "CHECKSUM MISMATCH")
+        rows.append({"file": fname, "status": status})
+    return rows
+
+
+def info() -> list[dict[str, Any]]:
+    """Every registered dataset: type, reference, and whether its data can be found now."""
+    rows = []
+    for entry in get_registry().entries("dataset"):
+        where, scenes = "", ""
+        try:
+            ds = load_dataset(entry.name)
+            where = ds.available()
+            scenes = str(len(ds.scene_ids()))
+        except BenchError as err:
+            where = "missing: " + str(err).split(";")[0].split(". ")[0].split(f"{entry.name!r}", 1)[-1].lstrip(": ")
+        rows.append({"dataset": entry.name, "type": entry.builder.name, "reference": entry.settings.get("reference"),
+                     "scenes": scenes, "where": where})
+    return rows
+
+
+def check(toml: str, strict: bool = False) -> tuple[list[dict[str, Any]], bool]:
+    """Validate every scene of a dataset TOML: bands, shape and CRS of image and mask, label codes, nodata."""
+    ds: Dataset = load_dataset(toml)
+    rows, ok = [], True
+    for sid in ds.scene_ids():
+        row: dict[str, Any] = {"scene": sid}
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                scene = ds.read(sid, ds.bands, strict=strict)
+            codes, counts = np.unique(scene.codes[scene.valid], return_counts=True)
+            row.update({"size": "x".join(map(str, scene.image.shape[1:])), "bands": len(ds.bands),
+                        "crs": scene.meta.get("crs") or "-", "acquired": scene.meta.get("acquired") or "-",
+                        "codes": " ".join(f"{c}:{n}" for c, n in zip(codes, counts)),
+                        "nodata %": f"{100 * (1 - scene.valid.mean()):.1f}",
+                        "status": "; ".join(str(w.message) for w in caught) or "ok"})
+        except BenchError as err:
+            ok = False
+            row["status"] = f"ERROR: {err}"
+        rows.append(row)
+    return rows, ok
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """Print rows (dicts with the same keys) as a plain table."""
+    print(tabulate(rows, headers="keys", tablefmt="github") if rows else "(nothing)", file=sys.stdout)

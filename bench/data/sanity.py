@@ -1,0 +1,61 @@
+"""Normalization sanity gate: per-band statistics of what the model sees in training and at test time.
+
+Before evaluation, the runner records for every band the 1st, 50th and 99th percentiles of the normalized
+training inputs and of the normalized test inputs, and warns when a test band's median lies outside the
+training band's [P1, P99] range (the model sees inputs it never saw), or when raw test reflectance looks
+like the wrong units. Leaderboards warn when two different normalizers or adapters give bit-identical
+metrics: a sign that one of them did nothing.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from bench.data.splits import Split, scene_input, tile_input
+from bench.data.normalizers import Normalizer
+
+#: at most this many values per band and split enter the statistics (a fixed-size random sample).
+SAMPLE = 200_000
+
+
+def band_stats(images: Iterable[np.ndarray], seed: int = 0) -> dict[str, list[float]]:
+    """P1, median and P99 per band of (C, H, W) arrays, over their finite values."""
+    rng = np.random.default_rng(seed)
+    per_band: list[list[np.ndarray]] = []
+    for img in images:
+        flat = img.reshape(img.shape[0], -1)
+        if not per_band:
+            per_band = [[] for _ in range(len(flat))]
+        for b, v in enumerate(flat):
+            v = v[np.isfinite(v)]
+            per_band[b].append(v if v.size <= SAMPLE else rng.choice(v, SAMPLE, replace=False))
+    values = [np.concatenate(v) if v else np.array([np.nan]) for v in per_band]
+    q = np.array([np.quantile(v, [0.01, 0.5, 0.99]) if v.size else [np.nan] * 3 for v in values])
+    return {"p1": q[:, 0].tolist(), "median": q[:, 1].tolist(), "p99": q[:, 2].tolist()}
+
+
+def normalized(split: Split, normalizer: Normalizer) -> Iterable[np.ndarray]:
+    """The split's scenes as the model sees them (scene- and tile-level normalization applied)."""
+    for scene in split.scenes:
+        yield tile_input(normalizer, scene_input(normalizer, scene.image))
+
+
+def check(train: Split, test: Split, normalizer: Normalizer, bands: list[str]) -> dict[str, Any]:
+    """Statistics of the normalized train and test inputs, and the warnings they raise."""
+    stats = {"train": band_stats(normalized(train, normalizer)), "test": band_stats(normalized(test, normalizer))}
+    raw = band_stats(s.image for s in test.scenes)
+    found = []
+    for b, band in enumerate(bands):
+        lo, hi, med = stats["train"]["p1"][b], stats["train"]["p99"][b], stats["test"]["median"][b]
+        if np.isfinite(med) and not lo <= med <= hi:
+            found.append(f"band {band}: normalized test median {med:.3g} lies outside the training range "
+                         f"[{lo:.3g}, {hi:.3g}] (P1-P99)")
+        if raw["median"][b] > 2 or raw["median"][b] < -0.5:
+            found.append(f"band {band}: test reflectance median {raw['median'][b]:.3g} looks like the wrong units")
+    for message in found:
+        warnings.warn(f"normalization sanity: {message}", stacklevel=2)
+    return {**stats, "bands": bands, "warnings": found}

@@ -1,0 +1,173 @@
+"""The scenes of a scenario's splits, read lazily, and the pixel arithmetic shared by training,
+evaluation and prediction (no torch here).
+
+* :func:`load_split` checks a split's bands and checksums its files; scenes are read on first use and
+  kept in a small LRU cache.
+* :func:`tile_grid` covers every pixel of a scene exactly once with tiles of at most ``patch`` x ``patch``,
+  edges included; :func:`pad_to` mirrors a smaller edge tile to full size (its padding never reaches
+  the metrics).
+* Normalization: scene-level normalizers run on whole scenes (:func:`scene_input`, cached by
+  :class:`NormalizedScenes`), pixel- and patch-level ones on every crop or tile (:func:`tile_input`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bench.core.labels import IGNORE, EvalSpace, LabelMap
+from bench.data.datasets import Dataset, SceneData, sha256
+from bench.data.normalizers import Normalizer
+from bench.data.scenarios import Scenario
+
+
+@dataclass
+class SceneRef:
+    """A scene of a dataset, read on demand in the scenario's bands and window."""
+
+    dataset: Dataset
+    id: str
+    bands: list[str]
+    window: tuple[slice, slice] | None = None
+    strict: bool = False
+
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of the scene or its window, from metadata."""
+        h, w = self.dataset.scene_shape(self.id)
+        if self.window is None:
+            return h, w
+        rows, cols = self.window
+        return len(range(h)[rows]), len(range(w)[cols])
+
+    def load(self) -> SceneData:
+        """Read the scene (bands, window) from its dataset."""
+        return self.dataset.read(self.id, self.bands, self.window, strict=self.strict)
+
+
+class LazyScenes(Sequence):
+    """The scenes of a split, read on first use and kept in a small LRU cache."""
+
+    def __init__(self, refs: list[SceneRef], cache_size: int) -> None:
+        self.refs, self.cache_size = refs, cache_size
+        self._cache: OrderedDict[int, SceneData] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, i):  # noqa: ANN001 - int or slice
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = range(len(self))[i]
+        if i in self._cache:
+            self._cache.move_to_end(i)
+        else:
+            self._cache[i] = self.refs[i].load()
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return self._cache[i]
+
+
+@dataclass
+class Split:
+    """The scenes of one split (read lazily), their label mapping and the files they come from."""
+
+    name: str
+    dataset: str
+    refs: list[SceneRef]
+    labels: LabelMap
+    reference: str
+    files: dict[str, str] = field(default_factory=dict)  # path -> sha256
+    cache_size: int = 64
+
+    def __post_init__(self) -> None:
+        self.scenes = LazyScenes(self.refs, self.cache_size)
+
+    def samples(self):
+        """``(image, valid)`` pairs, as normalizers fit on them (streamed, one scene at a time)."""
+        return ((s.image, s.valid) for s in self.scenes)
+
+    def ids(self) -> list[str]:
+        """Scene ids, in order."""
+        return [r.id for r in self.refs] if self.refs else [s.id for s in self.scenes]
+
+    def shapes(self) -> list[tuple[int, int]]:
+        """(height, width) of every scene, from metadata where the scenes are not read yet."""
+        return [r.shape() for r in self.refs] if self.refs else [s.image.shape[1:] for s in self.scenes]
+
+    @classmethod
+    def of(cls, name: str, scenes: list[SceneData], labels: LabelMap, reference: str) -> "Split":
+        """A split of scenes already in memory (benchmarks, notebooks)."""
+        split = cls(name, "memory", [], labels, reference)
+        split.scenes = scenes
+        return split
+
+
+def load_split(scenario: Scenario, split: str, strict: bool = False) -> Split:
+    """The scenes of ``split`` in the scenario's bands and window (checked now, read lazily)."""
+    ds = scenario.dataset(split)
+    source = scenario.sources[split]
+    ds.band_indices(list(scenario.bands))  # a missing band fails before any training
+    refs = [SceneRef(ds, sid, list(scenario.bands), source.slices(), strict) for sid in source.select(ds)]
+    files = {str(p): sha256(p) for ref in refs for p in ds.files(ref.id)}
+    return Split(split, ds.name, refs, ds.labels, ds.reference, files)
+
+
+def tile_grid(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
+    """``(row0, col0, row1, col1)`` tiles of at most ``tile`` px covering every pixel exactly once."""
+    return [(r, c, min(r + tile, height), min(c + tile, width))
+            for r in range(0, height, tile) for c in range(0, width, tile)]
+
+
+def pad_to(x: np.ndarray, size: int, value: float | None = None) -> np.ndarray:
+    """Pad the last two axes at the bottom / right to ``size``: mirrored, or with ``value``."""
+    h, w = x.shape[-2:]
+    pad = [(0, 0)] * (x.ndim - 2) + [(0, size - h), (0, size - w)]
+    if value is None:
+        return np.pad(x, pad, mode="symmetric")
+    return np.pad(x, pad, mode="constant", constant_values=value)
+
+
+def scene_input(normalizer: Normalizer, image: np.ndarray) -> np.ndarray:
+    """The whole-scene step of normalization: scene-level normalizers run here, the others later per tile."""
+    return normalizer.transform(image) if normalizer.level == "scene" else image
+
+
+def tile_input(normalizer: Normalizer, tile: np.ndarray) -> np.ndarray:
+    """The per-crop / per-tile step: pixel- and patch-level normalizers run here."""
+    return tile if normalizer.level == "scene" else normalizer.transform(tile)
+
+
+class NormalizedScenes:
+    """Scene-level normalization of a split's scenes, computed once per scene (LRU like the raw scenes)."""
+
+    def __init__(self, split: "Split", normalizer: Normalizer) -> None:
+        self.split, self.normalizer = split, normalizer
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        if self.normalizer.level != "scene":
+            return self.split.scenes[k].image
+        if k not in self._cache:
+            self._cache[k] = scene_input(self.normalizer, self.split.scenes[k].image)
+            while len(self._cache) > self.split.cache_size:
+                self._cache.popitem(last=False)
+        return self._cache[k]
+
+
+def train_targets(codes: np.ndarray, valid: np.ndarray, labels: LabelMap) -> np.ndarray:
+    """Project class index per pixel, IGNORE where nodata."""
+    y = labels.train_targets(codes)
+    y[~valid] = IGNORE
+    return y
+
+
+def reference_groups(codes: np.ndarray, valid: np.ndarray, labels: LabelMap, space: EvalSpace) -> np.ndarray:
+    """Group of ``space`` per reference pixel, IGNORE where nodata."""
+    ref = labels.reference_groups(codes, space)
+    ref[~valid] = IGNORE
+    return ref
+
+

@@ -1,0 +1,190 @@
+"""``bench run`` as a Python API: plan, train (or reuse), evaluate, record, publish; each step is a
+function a test can call on its own.
+
+    from bench.run.runner import RunConfig, run
+    result = run(RunConfig(model="unet_mnv2", norm="percentile", scenario="samples_cross", recipe={"epochs": 5}))
+    result.metrics["miou"], result.path, result.figure
+
+Recipe values not given take the scenario's ``[recipe]`` preset, else the study's (:class:`Recipe`). A
+finished result is never recomputed unless ``force``; an interrupted training resumes from its last
+checkpoint when the same run is started again.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.boards.leaderboard import write_leaderboards
+from bench.core.metrics import scores
+from bench.core.recipe import Recipe
+from bench.core.registry import get_registry
+from bench.core.results import git_state, read_result, versions, write_json
+from bench.data.sanity import check as sanity_check
+from bench.data.shifts import shifted
+from bench.data.splits import Split
+from bench.run.evaluate import BLOCK, Evaluation, evaluate
+from bench.run.figures import run_figure
+from bench.run.plan import Plan, RunConfig, command_line, plan
+from bench.run.training import Trained, train_or_load
+
+__all__ = ["RunConfig", "RunResult", "Plan", "Recipe", "plan", "run", "evaluate_run", "record", "publish"]
+
+
+@dataclass
+class RunResult:
+    """What ``run`` returns: where the result is, its metrics, figure and leaderboard."""
+
+    path: Path
+    metrics: dict[str, Any]
+    figure: Path | None
+    leaderboard: Path | None
+    trained: bool  # False when the model came from an earlier run
+    skipped: bool  # True when the result already existed
+
+
+@dataclass
+class Evaluated:
+    """A trained model's evaluation on a scenario: at each severity of a shift, or once."""
+
+    metrics: dict[str, Any]  # the headline (every severity's pixels pooled for a shift)
+    per_severity: dict[str, dict[str, Any]]  # "K" -> metrics and per-scene scores; empty without a shift
+    blocks: dict[str, np.ndarray]  # per-block confusion matrices, pooled over severities
+    shown: Evaluation  # the evaluation the figure shows: the strongest severity of a shift
+    shown_split: Split  # and its test scenes
+    shown_severity: int | None
+    adapter: dict[str, Any]  # the adapter's protocol and budget, added up over severities
+    sanity: dict[str, Any]
+    device: str
+    eval_s: float
+
+
+def run(cfg: RunConfig | Plan) -> RunResult:
+    """Plan, train or reuse, evaluate, record and publish one run (see the module docstring).
+
+    Under a multi-process strategy (``ddp``) every process trains; only rank 0 evaluates and writes."""
+    t0 = time.perf_counter()
+    p = cfg if isinstance(cfg, Plan) else plan(cfg)
+    t_plan = time.perf_counter() - t0
+    if p.done and not p.cfg.force:
+        existing = read_result(p.result_path)
+        if existing is not None:
+            print(f"result exists, skipped (pass --force to redo): {p.result_path}", file=sys.stderr)
+            fig = p.result_path.with_suffix(".png")
+            return RunResult(p.result_path, existing["metrics"], fig if fig.exists() else None, None, False, True)
+    trained = train_or_load(p)
+    if trained.rank != 0:  # another process of a multi-process strategy: rank 0 evaluates and writes
+        return RunResult(p.result_path, {}, None, None, trained.fresh, False)
+    evaluated = evaluate_run(p, trained)
+    result = record(p, trained, evaluated, {"data_s": t_plan, "eval_s": evaluated.eval_s,
+                                            "total_s": time.perf_counter() - t0})
+    figure, board = publish(p, result, evaluated)
+    return RunResult(p.result_path, result["metrics"], figure, board, trained.fresh, False)
+
+
+def evaluate_run(p: Plan, trained: Trained) -> Evaluated:
+    """The sanity check, then the evaluation at every severity of the scenario's shift (or once)."""
+    t0 = time.perf_counter()
+    bands, test, shift = list(p.scenario.bands), p.splits["test"], p.scenario.shift
+    shift_entry = get_registry().get("shift", shift["type"]) if shift else None
+    severities = shift["severities"] if shift else [None]
+    strongest = shifted(test, shift_entry, max(severities), bands) if shift else test
+    sanity = sanity_check(p.splits["train"], strongest, trained.normalizer, bands)  # at the strongest severity
+    device = "cuda" if torch.cuda.is_available() and p.cfg.accelerator in ("auto", "gpu", "cuda") else "cpu"
+    _, _, adapter_entry = p.entries()
+    per_severity, blocks, budgets = {}, {}, []
+    for severity in severities:
+        split = test if severity is None else shifted(test, shift_entry, severity, bands)
+        adapter = adapter_entry.build()
+        ev = evaluate(trained.module.to(device), trained.normalizer, split, p.scenario.eval_space(),
+                      p.recipe.patch_size, p.recipe.batch_size, device, adapter)
+        budgets.append(adapter.describe())
+        if severity is not None:
+            per_severity[str(severity)] = {**ev.metrics, "per_scene": ev.per_scene}
+        for b, cm in ev.blocks.items():  # pooled over severities, as the headline metrics are
+            blocks[b] = blocks.get(b, 0) + cm
+    metrics = ev.metrics
+    if per_severity:  # the headline: every severity's pixels pooled in one confusion matrix
+        pooled = sum(np.array(m["confusion"]) for m in per_severity.values())
+        metrics = {**ev.metrics, **scores(pooled, p.scenario.eval_space().names),
+                   "pooled_over_severities": sorted(per_severity, key=int)}
+    return Evaluated(metrics, per_severity, blocks, ev, split, severities[-1], added_budgets(budgets), sanity,
+                     device, time.perf_counter() - t0)
+
+
+def added_budgets(described: list[dict[str, Any]]) -> dict[str, Any]:
+    """One adapter description for several evaluations: the protocol, and every budget figure added up."""
+    total: dict[str, Any] = {}
+    for d in described:
+        for k, v in d["budget"].items():
+            total[k] = total.get(k, 0) + v if isinstance(v, (int, float)) else v
+    return {"protocol": described[0]["protocol"], "budget": total, "evaluations": len(described)}
+
+
+def record(p: Plan, trained: Trained, ev: Evaluated, timings: dict[str, float]) -> dict[str, Any]:
+    """The result document: config, scenario, model, normalizer, adapter, metrics, provenance, timings."""
+    model, norm, adapter = p.entries()
+    splits = p.splits
+    return {
+        "format": 1,
+        "command": p.cfg.command or command_line(),
+        "config": p.cfg.record(),
+        "recipe": p.recipe.to_dict(),
+        "scenario": {"name": p.scenario.name, "version": p.scenario.version, "description": p.scenario.description,
+                     "reference": splits["test"].reference, "definition": p.scenario.to_dict()},
+        "model": {**model.summary(), "in_channels": len(p.scenario.bands), "weights": trained.weights},
+        "normalizer": {**norm.summary(), "state": trained.normalizer.state_dict()},
+        "adapter": {**adapter.summary(), **ev.adapter},
+        "seed": p.cfg.seed,
+        "metrics": ev.metrics,
+        "per_scene": ev.shown.per_scene,  # of the strongest severity for a shift (each is in per_severity)
+        "per_month": ev.shown.per_month,
+        "per_severity": ev.per_severity or None,
+        "blocks": {"size": BLOCK, "ids": list(ev.blocks), "confusion": [cm.ravel().tolist() for cm in ev.blocks.values()]},
+        "sanity": ev.sanity,
+        "train": trained.record,
+        "train_key": p.train_key,
+        "eval_key": p.eval_key,
+        "checkpoint": str(trained.path),
+        "logs": trained.record.get("logs"),
+        "data": {s: {"dataset": sp.dataset, "reference": sp.reference, "scenes": [x.id for x in sp.scenes],
+                     "files": sp.files} for s, sp in splits.items()},
+        "versions": versions(),
+        "git": git_state(),
+        "hardware": {**hardware(), "device": ev.device},
+        "timings": {**timings, "train_s": trained.record.get("train_s", 0.0) if trained.fresh else 0.0},
+    }
+
+
+def publish(p: Plan, result: dict[str, Any], ev: Evaluated) -> tuple[Path | None, Path | None]:
+    """Draw the figure, write the result JSON, regenerate the scenario's leaderboard; their paths."""
+    figure = None
+    if p.cfg.figure:
+        title = f"{p.cfg.model} x {p.cfg.norm} x {p.cfg.adapt} on {p.scenario.name}"
+        if ev.per_severity:
+            title += f" ({p.scenario.shift['type']}, severity {ev.shown_severity})"
+        figure = run_figure(p.result_path.with_suffix(".png"), ev.shown_split, ev.shown, p.scenario.eval_space(),
+                            list(p.scenario.bands), title=title)
+        result["figure"] = str(figure)
+    write_json(p.result_path, result)
+    if p.cfg.leaderboards is False:
+        return figure, None
+    dest = Path(p.cfg.out) / "leaderboards" if p.cfg.leaderboards is True else Path(p.cfg.leaderboards)
+    return figure, write_leaderboards(p.cfg.out, dest, scenarios=[p.scenario.name])[0]
+
+
+def hardware() -> dict[str, Any]:
+    """The machine and torch's thread count (which changes results in the third decimal on a CPU)."""
+    info: dict[str, Any] = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
