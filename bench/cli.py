@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 import sys
@@ -101,12 +102,17 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 def _add_boards(sub: argparse._SubParsersAction) -> None:
     rp = sub.add_parser("report", help="write the leaderboards as a static HTML site (opens from disk)")
     rp.add_argument("--runs", default="runs", help="folder of results (default: runs)")
-    rp.add_argument("--dest", default="leaderboards/html", help="site folder (default: leaderboards/html)")
+    rp.add_argument("--out", "--dest", dest="out", help="site folder (default: <runs>/report; the committed site "
+                    "is leaderboards/html)")
     rp.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
-    lb = sub.add_parser("leaderboard", help="regenerate leaderboards/<scenario>.md and .csv from stored results")
+    lb = sub.add_parser("leaderboard", help="regenerate <scenario>.md and .csv boards from stored results")
     lb.add_argument("--runs", default="runs", help="folder of results (default: runs)")
-    lb.add_argument("--dest", default="leaderboards")
+    lb.add_argument("--out", "--dest", dest="out", help="folder of the boards (default: <runs>/leaderboards; the "
+                    "committed boards are leaderboards/)")
     lb.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
+    for p in (rp, lb):
+        p.add_argument("--merge-recipes", action="store_true", help="pool runs with different training settings "
+                       "(steps, patch size, lr, weights, ...) into one row; the board says so")
 
 
 def _add_list(sub: argparse._SubParsersAction) -> None:
@@ -160,12 +166,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """``bench run``: one model x normalizer x adapter x scenario; prints the metrics and files."""
-    from bench.run.runner import run
-
     cfg = _run_config(args, argv, model=args.model, norm=args.norm, scenario=args.scenario, adapt=args.adapt,
                       seed=args.seed, leaderboards=False if args.no_leaderboard else (args.leaderboards or True),
                       force=args.force, progress=not args.quiet)
-    cfg.validate()
+    cfg.validate()  # names and values, before torch is loaded
+    from bench.run.runner import run
+
     res = run(cfg)
     if not res.metrics:  # a process of a multi-process strategy other than rank 0: rank 0 reports
         return 0
@@ -239,41 +245,60 @@ def _written(paths: list, runs: str) -> int:
     return 0
 
 
+def cmd_boards(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``bench leaderboard`` / ``bench report``: regenerate boards from stored results, by default into
+    the results folder (``<runs>/leaderboards``, ``<runs>/report``): the committed boards are written only
+    when ``--out`` names them."""
+    command = shlex.join(["bench", *argv])
+    if args.command == "report":
+        from bench.boards.report import write_report
+
+        out = args.out or str(Path(args.runs) / "report")
+        return _written(write_report(args.runs, out, args.scenario, command, args.merge_recipes), args.runs)
+    from bench.boards.leaderboard import write_leaderboards
+
+    out = args.out or str(Path(args.runs) / "leaderboards")
+    return _written(write_leaderboards(args.runs, out, args.scenario, command, args.merge_recipes), args.runs)
+
+
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "report": cmd_boards, "leaderboard": cmd_boards,
+            "list": lambda args, argv: cmd_list(args), "data": lambda args, argv: cmd_data(args)}
+
+
+def short_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  line: str | None = None) -> str:
+    """Warnings as ``warning: <message>``, without the source line that raised them."""
+    return f"warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``bench``; returns the exit code (0 ok, 1 nothing found, 2 error, 130 interrupted)."""
+    """Entry point of ``bench``; returns the exit code (0 ok, 1 nothing found, 2 error, 130 interrupted,
+    141 output pipe closed)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.formatwarning = short_warning
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
-    import logging
-
+    warnings.filterwarnings("ignore", ".*exists and is not empty.*")  # a resumed training's checkpoint folder
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
-    try:
-        if args.command == "run":
-            return cmd_run(args, argv)
-        if args.command == "sweep":
-            return cmd_sweep(args, argv)
-        if args.command == "report":
-            from bench.boards.report import write_report
-
-            return _written(write_report(args.runs, args.dest, args.scenario, shlex.join(["bench", *argv])), args.runs)
-        if args.command == "list":
-            return cmd_list(args)
-        if args.command == "data":
-            return cmd_data(args)
-        if args.command == "leaderboard":
-            from bench.boards.leaderboard import write_leaderboards
-
-            return _written(write_leaderboards(args.runs, args.dest, args.scenario), args.runs)
+    if getattr(args, "quiet", False):  # Lightning's notes (GPU available, max_epochs reached) too
+        logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    if args.command is None:
         parser.print_help()
         return 0
+    try:
+        return COMMANDS[args.command](args, argv)
     except BenchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
         print(f"\ninterrupted{': ' + str(err) if str(err) else ''}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `bench list | head`: the reader has gone; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -196,3 +196,37 @@ def test_each_step_of_a_run_can_be_called_on_its_own(first_run, tmp_path):
     figure, board = publish(p, result, evaluated)
     assert p.done and figure is None and board == tmp_path / "lb" / "samples_cross.md"
     assert json.loads(p.result_path.read_text())["metrics"] == r["metrics"]
+
+
+class StopAtEpochStart(pl.Callback):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch == self.epoch:
+            raise Interrupt
+
+
+def test_a_killed_run_resumes_from_its_last_epoch_not_its_best(tmp_path, monkeypatch):
+    """Validation mIoU is best at epoch 0 and never improves; killed before epoch 4, the run must resume at
+    epoch 4, not at 1 (``last.ckpt`` is written after every epoch, not only when val mIoU improves)."""
+    import torch
+
+    from bench.run.task import SegmentationTask
+
+    monkeypatch.setattr(SegmentationTask, "on_validation_epoch_end",
+                        lambda self: self.log("val_miou", 1.0 / (self.current_epoch + 1)))
+    cfg = dict(recipe=dict(patch_size=64, batch_size=4, samples_per_epoch=4, epochs=6, patience=10),
+               out=str(tmp_path / "runs"), leaderboards=False, progress=False, figure=False, wandb="off")
+    with pytest.raises(Interrupt):
+        run(RunConfig(**cfg, callbacks=[StopAtEpochStart(4)]))
+    (model_dir,) = (tmp_path / "runs" / "models").glob("*/")
+    last = torch.load(model_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    best = torch.load(model_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    assert last["epoch"] == 3 and last["global_step"] == 4 and best["epoch"] == 0
+    res = run(RunConfig(**cfg))
+    resumed = json.loads(res.path.read_text())["train"]
+    assert resumed["resumed_from"].endswith("last.ckpt") and resumed["steps"] == 6
+    logged = (model_dir / "logs" / "version_1" / "metrics.csv").read_text().splitlines()
+    epochs = {int(float(row.split(",")[logged[0].split(",").index("epoch")])) for row in logged[1:]}
+    assert min(epochs) == 4  # the resumed run trained epochs 4 and 5 only

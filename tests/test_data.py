@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -71,8 +73,8 @@ def test_unknown_label_code(tmp_path, ukis):
     bad = msk[:64, :64].copy()
     bad[:2, :3] = 9
     toml = write_dataset(tmp_path / "codes", {"a": img[:, :64, :64]}, {"a": bad}, UKIS_BANDS)
-    with pytest.raises(DataError, match=r"a.tif: label code 9 \(6 pixels\) not in the label mapping"):
-        load_dataset(str(toml)).read("a", UKIS_BANDS)
+    with pytest.raises(DataError, match=r"masks/a.tif: label code 9 \(6 pixels\) not in the label mapping"):
+        load_dataset(str(toml)).read("a", UKIS_BANDS)  # the mask file holds the code, not the image
 
 
 def test_nan_pixels_become_nodata_with_a_count_or_are_refused_when_strict(tmp_path, ukis):
@@ -108,8 +110,25 @@ def test_empty_split(tiny_dataset, tmp_path):
     scenario = write_scenario(tmp_path / "s.toml", str(tiny_dataset), str(tiny_dataset))
     text = scenario.read_text().replace('[test]\ndataset', '[test]\nmonths = [12]\ndataset')
     scenario.write_text(text)
-    with pytest.raises(DataError, match="empty split: no scene of dataset 'mine'"):
+    with pytest.raises(DataError, match=r"s.toml \[test\]: empty split: no scene of dataset 'mine' has months = \[12\]$"):
         load_split(load_scenario(str(scenario)), "test")
+
+
+def test_bad_test_data_fails_before_any_model_trains(tmp_path, ukis, capsys):
+    """A label code the mapping lacks, in the test split only, stops `bench run` before training: the
+    message names the scenario file, the split and the mask file."""
+    from bench.cli import main
+
+    img, msk = ukis
+    good = write_dataset(tmp_path / "good", {"a": img[:, :64, :64]}, {"a": msk[:64, :64]}, UKIS_BANDS, name="good")
+    bad_mask = msk[:64, :64].copy()
+    bad_mask[5, 5] = 9
+    bad = write_dataset(tmp_path / "bad", {"b": img[:, :64, :64]}, {"b": bad_mask}, UKIS_BANDS, name="bad")
+    scenario = write_scenario(tmp_path / "s.toml", str(good), str(bad))
+    rc = main(["run", "--scenario", str(scenario), "--out", str(tmp_path / "runs"), "--no-leaderboard", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and re.search(r"s.toml \[test\]: .*bad/masks/b.tif: label code 9 \(1 pixels\)", err), err
+    assert not (tmp_path / "runs" / "models").exists()  # nothing was trained
 
 
 def test_patch_larger_than_a_training_scene(tiny_dataset, tmp_path):

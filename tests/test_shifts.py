@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import json
 
 import numpy as np
@@ -76,6 +78,16 @@ def test_sanity_gate_warns_when_test_inputs_leave_the_training_range():
     with pytest.warns(UserWarning, match="normalization sanity: band B02: normalized test median .* outside"):
         found = check(train, bright, norm, BANDS)["warnings"]
     assert len(found) >= 3
+    for message in found:  # the printed median never reads as equal to a printed bound
+        median, low, high = re.search(r"median (\S+) lies outside the training range \[(\S+), (\S+)\]", message).groups()
+        assert median not in (low, high), message
+
+
+def test_numbers_are_printed_apart():
+    from bench.data.sanity import apart
+
+    assert apart(1.00003, 0.0, 1.0) == ("1.00003", "0", "1")
+    assert apart(0.5, 0.25, 0.75) == ("0.5", "0.25", "0.75")
 
 
 def test_leaderboard_warns_about_bit_identical_normalizers(tmp_path):

@@ -27,18 +27,43 @@ import numpy as np
 import pandas as pd
 
 from bench.boards.plots import severity_columns, severity_plot
-from bench.boards.stats import LEVEL, Comparison, blocks_of, paired_bootstrap, seed_interval
-from bench.boards.render import render
+from bench.boards.stats import LEVEL, Comparison, blocks_of, hierarchical_bootstrap, seed_interval
+from bench.boards.render import render, warn_if_shrinks
 from bench.core.results import file_lock, load_results, write_text
 
-KEYS = ["model", "norm", "adapt"]
+KEYS = ["model", "norm", "adapt", "recipe"]  # "recipe": the training settings in which a row differs from others
+BOARD_COUNT = r"from (\d+) results; do not edit"  # finds how many results a Markdown board was made from
 LEADING = 4  # "A beats B" is tested between consecutive rows among the first LEADING
 
 
-def row_key(r: dict[str, Any]) -> tuple[str, str, str]:
-    """The row a result belongs to: (model, normalizer, adapter)."""
+def row_key(r: dict[str, Any]) -> tuple[str, str, str, str]:
+    """The row a result belongs to: (model, normalizer, adapter, recipe label; see :func:`label_recipes`)."""
     c = r["config"]
-    return c["model"], c["norm"], c.get("adapt", "none")
+    return c["model"], c["norm"], c.get("adapt", "none"), r.get("_recipe", "")
+
+
+def row_name(key: tuple) -> str:
+    """``unet_mnv2/percentile/none``, with ``[max_steps=3]`` when the row's recipe differs from others."""
+    return "/".join(key[:3]) + (f" [{key[3]}]" if len(key) > 3 and key[3] else "")
+
+
+def training_settings(r: dict[str, Any]) -> dict[str, Any]:
+    """What decided a result's trained model beyond model, normalizer and adapter: the recipe, the initial
+    weights and the number of processes (the batch is per device)."""
+    weights = str((r.get("model") or {}).get("weights") or "?").split(" (")[0]
+    return {**(r.get("recipe") or {}), "weights": weights, "world_size": (r.get("train") or {}).get("world_size") or 1}
+
+
+def label_recipes(results: list[dict[str, Any]], merge: bool = False) -> list[str]:
+    """Give each result the label of its row's recipe: the settings in which results of this board differ
+    (``max_steps=3``), so runs with different settings are never pooled into one row; with ``merge`` every
+    label is empty (rows pool them). Returns the settings that differ."""
+    settings = [training_settings(r) for r in results]
+    varying = [k for k in sorted({k for s in settings for k in s})
+               if len({json.dumps(s.get(k), sort_keys=True) for s in settings}) > 1]
+    for r, s in zip(results, settings):
+        r["_recipe"] = "" if merge else ", ".join(f"{k}={s.get(k)}" for k in varying)
+    return varying
 
 
 def _num(v: Any) -> float:
@@ -51,8 +76,10 @@ def _commit(r: dict[str, Any]) -> str:
 
 
 def table(results: list[dict[str, Any]], every: list[dict[str, Any]] | None = None) -> pd.DataFrame:
-    """The leaderboard of one scenario's results (one row per model x norm x adapter); ``every`` (all
-    results, of all scenarios) supplies the in-distribution counterparts of the rows."""
+    """The leaderboard of one scenario's results (one row per model x norm x adapter x recipe); ``every``
+    (all results, of all scenarios) supplies the in-distribution counterparts of the rows."""
+    if any("_recipe" not in r for r in results):
+        label_recipes(results)
     groups = row_groups(results)
     rows = []
     for k, rs in groups.items():
@@ -93,9 +120,15 @@ def _versus_best(df: pd.DataFrame, groups: dict[tuple, list[dict[str, Any]]]) ->
         other = blocks_of(groups[tuple(df.loc[i, KEYS])], ids)
         if other is None:
             continue
-        c = paired_bootstrap(best_cm, other[1])
+        c = hierarchical_bootstrap(best_cm, other[1])
         df.loc[i, list(cols)] = [c.diff, c.low, c.high, c.p]
         df.loc[i, "tied"] = "no" if c.significant else "yes"
+
+
+def single_seed(df: pd.DataFrame, results: list[dict[str, Any]]) -> bool:
+    """True if some compared row has a single seed (its comparisons resample test blocks only)."""
+    groups = row_groups(results)
+    return df["tied"].notna().any() and any(len(groups[tuple(df.loc[i, KEYS])]) < 2 for i in range(len(df)))
 
 
 def leading_comparisons(df: pd.DataFrame, groups: dict[tuple, list[dict[str, Any]]],
@@ -107,7 +140,7 @@ def leading_comparisons(df: pd.DataFrame, groups: dict[tuple, list[dict[str, Any
         ba = blocks_of(groups[a])
         bb = blocks_of(groups[b], ba[0]) if ba else None
         if ba and bb:
-            out.append((a, b, paired_bootstrap(ba[1], bb[1])))
+            out.append((a, b, hierarchical_bootstrap(ba[1], bb[1])))
     return out
 
 
@@ -177,24 +210,29 @@ def unique(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-def scenario_results(out: str | Path) -> dict[str, list[dict[str, Any]]]:
-    """Every result under ``out`` by scenario, newest scenario version only, one per experiment."""
+def scenario_results(out: str | Path, merge_recipes: bool = False) -> dict[str, list[dict[str, Any]]]:
+    """Every result under ``out`` by scenario, newest scenario version only, one per experiment, each
+    labelled with its row's recipe (:func:`label_recipes`)."""
     by_scenario: dict[str, list[dict[str, Any]]] = {}
     for r in unique(load_results(out)):
         by_scenario.setdefault(r["scenario"]["name"], []).append(r)
     for name, rs in by_scenario.items():
         newest = max(r["scenario"]["version"] for r in rs)
         by_scenario[name] = [r for r in rs if r["scenario"]["version"] == newest]
+        label_recipes(by_scenario[name], merge_recipes)
     return dict(sorted(by_scenario.items()))
 
 
-def write_leaderboards(out: str | Path = "runs", dest: str | Path = "leaderboards",
-                       scenarios: list[str] | None = None, command: str | None = None) -> list[Path]:
-    """Regenerate ``<dest>/<scenario>.md`` and ``.csv`` from every result under ``out``."""
-    by_scenario = scenario_results(out)
+def write_leaderboards(out: str | Path = "runs", dest: str | Path | None = None,
+                       scenarios: list[str] | None = None, command: str | None = None,
+                       merge_recipes: bool = False) -> list[Path]:
+    """Regenerate ``<dest>/<scenario>.md`` and ``.csv`` (default ``<out>/leaderboards``) from every result
+    under ``out``; warns before a board is replaced by one made from fewer results. Runs with different
+    training settings are separate rows unless ``merge_recipes``."""
+    by_scenario = scenario_results(out, merge_recipes)
     every = [r for rs in by_scenario.values() for r in rs]
-    command = command or "bench leaderboard --runs " + shlex.quote(str(out))
-    dest_dir = Path(dest)
+    dest_dir = Path(dest) if dest is not None else Path(out) / "leaderboards"
+    command = command or f"bench leaderboard --runs {shlex.quote(str(out))} --out {shlex.quote(str(dest_dir))}"
     written = []
     with file_lock(dest_dir / ".lock"):  # parallel runs regenerate boards one at a time
         for name, rs in by_scenario.items():
@@ -202,8 +240,10 @@ def write_leaderboards(out: str | Path = "runs", dest: str | Path = "leaderboard
                 continue
             df = table(rs, every)
             twins = identical_metrics(rs)
+            warn_if_shrinks(dest_dir / f"{name}.md", BOARD_COUNT, len(rs), "results")
             write_text(dest_dir / f"{name}.csv", df.to_csv(index=False, float_format="%.4f"))
-            write_text(dest_dir / f"{name}.md", markdown(name, rs, df, command, twins))
+            merged = label_recipes(rs, merge=True) if merge_recipes else []
+            write_text(dest_dir / f"{name}.md", markdown(name, rs, df, command, twins, merged))
             written += [dest_dir / f"{name}.md", dest_dir / f"{name}.csv"]
             if severity_columns(df):
                 written.append(severity_plot(df, dest_dir / f"{name}_severity.png", name, rs[0]["scenario"]))
@@ -254,7 +294,7 @@ def versus_best(row: pd.Series) -> str:
 def display(df: pd.DataFrame) -> pd.DataFrame:
     """The leaderboard as shown in Markdown and HTML: means with intervals, the tie column, ranks."""
     classes = [c for c in df.columns if c.startswith("IoU ") and not c.endswith(" ci95")]
-    out = df[KEYS].copy()
+    out = df[KEYS if df["recipe"].astype(bool).any() else KEYS[:3]].copy()
     for c in [*classes, "mIoU", "accuracy"]:
         out[c] = [fmt(m, h) for m, h in zip(df[c], df[f"{c} ci95"])]
     vs = [versus_best(r) for _, r in df.iterrows()]
@@ -274,15 +314,17 @@ def display(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown(name: str, results: list[dict[str, Any]], df: pd.DataFrame, command: str,
-             twins: list[str] = ()) -> str:
-    """The Markdown leaderboard of one scenario (template ``templates/board.md.j2``)."""
+             twins: list[str] = (), merged: list[str] = ()) -> str:
+    """The Markdown leaderboard of one scenario (template ``templates/board.md.j2``); ``merged``: the
+    training settings that rows pool (``--merge-recipes``)."""
     s = results[0]["scenario"]
     space = results[0]["metrics"].get("label_space", {})
     return render("board.md.j2", name=name, scenario=s, command=command, n=len(results), level=f"{LEVEL:.0%}",
                   label_space="; ".join(f"`{g}` = {' + '.join(c)}" for g, c in space.items()),
                   compared=bool(df["tied"].notna().any()), shift=bool(s.get("definition", {}).get("shift")),
                   in_dist="mIoU in-dist" in df, tau=kendall_tau(df), table=display(df).to_markdown(index=False, missingval=""),
-                  leading=leading_comparisons(df, row_groups(results)), warnings=list(twins),
+                  leading=[(row_name(a), row_name(b), c) for a, b, c in leading_comparisons(df, row_groups(results))],
+                  warnings=list(twins), merged=list(merged), single_seed=single_seed(df, results),
                   commands=sorted({r.get("command", "?") for r in results}))
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import re
+import warnings
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -28,3 +31,15 @@ def render(template: str, **context: Any) -> str:
 def static(name: str) -> str:
     """The text of a static file of the site (``style.css``, ``board.js``)."""
     return resources.files("bench.boards").joinpath("templates", name).read_text()
+
+
+def warn_if_shrinks(path: Path, pattern: str, count: int, what: str) -> None:
+    """Warn before a generated file is replaced by one made from fewer ``what`` (results, scenarios) than it
+    was: a single run's board written over a sweep's is almost always a mistake. ``pattern`` finds the old
+    count in the old file (its first group)."""
+    if not path.exists():
+        return
+    m = re.search(pattern, path.read_text(errors="replace"))
+    if m and count < int(m.group(1)):
+        warnings.warn(f"{path} was generated from {m.group(1)} {what}; it is replaced by one from {count} "
+                      f"(`git checkout {path}` brings a committed one back)", stacklevel=3)

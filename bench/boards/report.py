@@ -16,11 +16,15 @@ from typing import Any
 
 import pandas as pd
 
-from bench.boards.leaderboard import (KEYS, display, kendall_tau, leading_comparisons, row_groups,
-                                      scenario_results, table)
+from bench.boards.leaderboard import (KEYS, display, kendall_tau, label_recipes, leading_comparisons, row_groups,
+                                      row_name, scenario_results, table)
 from bench.boards.plots import severity_columns, severity_plot
-from bench.boards.render import STATIC, render, static
+from bench.boards.render import STATIC, render, static, warn_if_shrinks
 from bench.core.results import write_text
+
+# how many results a scenario page, and how many scenarios the index, were made from (their <meta> tags)
+PAGE_COUNT = r'<meta name=results content="?(\d+)'
+INDEX_COUNT = r'<meta name=scenarios content="?(\d+)'
 
 
 def _cell(value: Any, numeric: float | None = None, text: bool = False, href: str | None = None) -> dict[str, Any]:
@@ -42,7 +46,7 @@ def board_rows(df: pd.DataFrame) -> tuple[list[str], list[dict[str, Any]]]:
         cells = [_cell(row[c], numeric[c][i] if c in numeric else None, text=c in KEYS or c == "commit")
                  for c in shown.columns]
         rows.append({"cls": {"best": "best", "yes": "tied"}.get(df.loc[i, "tied"], ""),
-                     "id": "/".join(row[KEYS]), "cells": cells})
+                     "id": row_name(tuple(df.loc[i, KEYS])), "cells": cells})
     return list(shown.columns), rows
 
 
@@ -92,7 +96,7 @@ def provenance(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def scenario_page(name: str, rs: list[dict[str, Any]], every: list[dict[str, Any]], dest: Path,
-                  command: str) -> str:
+                  command: str, merged: list[str] = ()) -> str:
     """The page of one scenario: its board, comparisons, severity plot, and each row's figure and provenance."""
     df = table(rs, every)
     s = rs[0]["scenario"]
@@ -103,12 +107,13 @@ def scenario_page(name: str, rs: list[dict[str, Any]], every: list[dict[str, Any
     for _, row in df.iterrows():
         k = tuple(row[KEYS])
         first = min(groups[k], key=lambda r: r["seed"])
-        details.append({"key": k, "runs": provenance(groups[k]), "seed": first["seed"],
+        details.append({"name": row_name(k), "runs": provenance(groups[k]), "seed": first["seed"],
                         "figure": _figure(first, dest, name)})
     columns, rows = board_rows(df)
-    return render("scenario.html.j2", title=f"cloudbench: {name}", name=name, scenario=s, n=len(rs),
+    return render("scenario.html.j2", title=f"cloudbench: {name}", name=name, count=len(rs), scenario=s, n=len(rs),
                   label_space=rs[0]["metrics"].get("label_space", {}), tau=kendall_tau(df), command=command,
-                  columns=columns, rows=rows, leading=leading_comparisons(df, groups), severity_plot=plot,
+                  columns=columns, rows=rows, severity_plot=plot, merged=list(merged),
+                  leading=[(row_name(a), row_name(b), c) for a, b, c in leading_comparisons(df, groups)],
                   details=details, commands=sorted({r.get("command", "?") for r in rs}))
 
 
@@ -118,25 +123,31 @@ def index_row(name: str, rs: list[dict[str, Any]], df: pd.DataFrame) -> dict[str
     return {"cls": "", "id": name, "cells": [
         _cell(name, text=True, href=f"{name}.html"), _cell(rs[0]["scenario"].get("description", ""), text=True),
         _cell(rs[0]["scenario"].get("reference", "?"), text=True), _cell(len(rs), len(rs)),
-        _cell("/".join(best[KEYS]), text=True), _cell(f"{best['mIoU']:.3f}", best["mIoU"])]}
+        _cell(row_name(tuple(best[KEYS])), text=True), _cell(f"{best['mIoU']:.3f}", best["mIoU"])]}
 
 
-def write_report(runs: str | Path = "runs", dest: str | Path = "leaderboards/html",
-                 scenarios: list[str] | None = None, command: str | None = None) -> list[Path]:
-    """Write ``index.html`` and one page per scenario under ``dest``; returns the pages written."""
-    dest = Path(dest)
+def write_report(runs: str | Path = "runs", dest: str | Path | None = None,
+                 scenarios: list[str] | None = None, command: str | None = None,
+                 merge_recipes: bool = False) -> list[Path]:
+    """Write ``index.html`` and one page per scenario under ``dest`` (default ``<runs>/report``); returns the
+    pages written. Warns before a page is replaced by one made from fewer results or scenarios."""
+    dest = Path(dest) if dest is not None else Path(runs) / "report"
     command = command or f"bench report --runs {runs} --dest {dest}"
-    by_scenario = scenario_results(runs)
+    by_scenario = scenario_results(runs, merge_recipes)
     every = [r for rs in by_scenario.values() for r in rs]
     chosen = {n: rs for n, rs in by_scenario.items() if not scenarios or n in scenarios}
     written, index = [], []
     for name, rs in chosen.items():
-        written.append(write_text(dest / f"{name}.html", scenario_page(name, rs, every, dest, command)))
+        warn_if_shrinks(dest / f"{name}.html", PAGE_COUNT, len(rs), "results")
+        merged = label_recipes(rs, merge=True) if merge_recipes else []
+        written.append(write_text(dest / f"{name}.html", scenario_page(name, rs, every, dest, command, merged)))
         index.append(index_row(name, rs, table(rs, every)))
     if written:
         for f in STATIC:
             write_text(dest / f, static(f))
+        warn_if_shrinks(dest / "index.html", INDEX_COUNT, len(index), "scenarios")
         columns = ["scenario", "description", "reference", "results", "best row", "best mIoU"]
         written.insert(0, write_text(dest / "index.html", render("index.html.j2", title="cloudbench leaderboards",
-                                                                 columns=columns, rows=index, command=command)))
+                                                                 columns=columns, rows=index, command=command,
+                                                                 count=len(index))))
     return written

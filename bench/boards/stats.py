@@ -1,8 +1,17 @@
-"""Statistics for leaderboards: confidence intervals over seeds and a paired bootstrap over test blocks.
+"""Statistics for leaderboards: confidence intervals over seeds, and bootstraps over test blocks and seeds.
 
 * :func:`seed_interval`: mean and half-width of the two-sided Student-t confidence interval of a
   metric over runs that differ only in their seed (training noise).
-* :func:`paired_bootstrap`: does entry A beat entry B on the same test pixels? The test set is cut into
+* :func:`hierarchical_bootstrap` (what the boards use): does entry A beat entry B, given both training
+  noise and the choice of test pixels? Each replicate draws test blocks with replacement (the same draw
+  for A and B) and, independently for A and B, seeds with replacement; the mean IoU of each drawn seed is
+  taken on the drawn blocks and averaged. The seed draw is rescaled by sqrt(n / (n - 1)) (the bootstrap
+  underestimates a variance from n draws by that factor), and the interval is the observed difference
+  ± t x the replicates' standard deviation, with Welch's degrees of freedom from the seed counts: with
+  two or three seeds a bootstrap percentile interval is far too narrow (``tests/test_stats.py`` measures
+  the false-positive rate on simulated entries of equal skill). With one seed on both sides there is no
+  training noise to resample and it falls back to the block bootstrap below.
+* :func:`paired_bootstrap`: A against B on the same test pixels only. The test set is cut into
   spatial blocks (``bench.run.evaluate.BLOCK`` px, the confusion matrix of each stored in the results);
   each replicate draws blocks with replacement, the *same* draw for A and B, pools each run's confusion
   matrices over the drawn blocks, and takes the difference of the seed-averaged mean IoU. The
@@ -61,6 +70,7 @@ class Comparison:
     p: float
     blocks: int
     resamples: int
+    seeds: tuple[int, int] = (1, 1)  # runs of A and of B; (1, 1): test blocks only, no training noise
 
     @property
     def significant(self) -> bool:
@@ -89,7 +99,53 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, s
         stat_b = np.nanmean(miou(np.einsum("rn,snkl->rskl", weights, b)), axis=1)
         diffs[start:start + m] = stat_a - stat_b
     low, high = np.quantile(diffs, [0.5 - level / 2, 0.5 + level / 2])
-    return Comparison(observed, float(low), float(high), float(np.mean(diffs <= 0)), n, resamples)
+    return Comparison(observed, float(low), float(high), float(np.mean(diffs <= 0)), n, resamples,
+                      (a.shape[0], b.shape[0]))
+
+
+def hierarchical_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, seed: int = 0,
+                           level: float = LEVEL) -> Comparison:
+    """Compare A and B from their per-block confusion matrices ``(runs, blocks, k, k)`` (blocks in the same
+    order), resampling test blocks (paired) and each side's seeds (see the module docstring)."""
+    from scipy import stats
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"A and B must cover the same blocks and classes, got {a.shape} and {b.shape}")
+    if len(a) < 2 and len(b) < 2:
+        return paired_bootstrap(a, b, resamples, seed, level)
+    rng = np.random.default_rng(seed)
+    weights = block_weights(rng, a.shape[1], resamples)
+    diffs = _seed_resampled(rng, weights, a) - _seed_resampled(rng, weights, b)
+    per_run_a, per_run_b = miou(a.sum(1)), miou(b.sum(1))
+    observed = float(np.nanmean(per_run_a) - np.nanmean(per_run_b))
+    va, vb = (np.nanvar(x, ddof=1) / len(x) if len(x) > 1 else 0.0 for x in (per_run_a, per_run_b))
+    df = (va + vb) ** 2 / sum(v ** 2 / (len(x) - 1) for v, x in ((va, a), (vb, b)) if len(x) > 1 and v > 0) \
+        if va + vb > 0 else max(len(a), len(b)) - 1
+    se = float(np.nanstd(diffs, ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * se
+    p = float(stats.t.sf(observed / se, df)) if se > 0 else float(observed <= 0)
+    return Comparison(observed, observed - half, observed + half, p, a.shape[1], resamples, (len(a), len(b)))
+
+
+def block_weights(rng: np.random.Generator, n: int, resamples: int) -> np.ndarray:
+    """``(resamples, n)`` counts of each of ``n`` blocks in each replicate's draw with replacement."""
+    draws = rng.integers(0, n, size=(resamples, n))
+    weights = np.zeros((resamples, n))
+    np.add.at(weights, (np.repeat(np.arange(resamples), n), draws.ravel()), 1.0)
+    return weights
+
+
+def _seed_resampled(rng: np.random.Generator, weights: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Per replicate: the mean IoU of each run on the drawn blocks, averaged over a draw of the runs
+    (rescaled so that its spread estimates the seed-to-seed variance without bias)."""
+    per_run = miou(np.einsum("rn,snkl->rskl", weights, x))  # (replicates, runs)
+    n = x.shape[0]
+    if n < 2:
+        return per_run[:, 0]
+    drawn = np.take_along_axis(per_run, rng.integers(0, n, size=per_run.shape), axis=1)
+    centre = np.nanmean(per_run, axis=1)
+    return centre + np.sqrt(n / (n - 1)) * (np.nanmean(drawn, axis=1) - centre)
 
 
 def blocks_of(results: list[dict[str, Any]], ids: list[str] | None = None) -> tuple[list[str], np.ndarray] | None:
@@ -109,4 +165,5 @@ def blocks_of(results: list[dict[str, Any]], ids: list[str] | None = None) -> tu
     return ids, np.stack([np.stack([d[i] for i in ids]) for d in per_run])
 
 
-__all__ = ["seed_interval", "miou", "paired_bootstrap", "Comparison", "blocks_of", "LEVEL", "RESAMPLES"]
+__all__ = ["seed_interval", "miou", "hierarchical_bootstrap", "paired_bootstrap", "Comparison", "blocks_of", "LEVEL",
+           "RESAMPLES"]

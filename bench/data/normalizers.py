@@ -23,14 +23,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import sys
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from bench.core.errors import BenchError, DataError
 from bench.data.quantiles import StreamingQuantiles
 from bench.core.registry import register
 
+if TYPE_CHECKING:
+    import torch
+
 Sample = tuple[np.ndarray, "np.ndarray | None"]
+
+
+def is_tensor(x: Any) -> bool:
+    """True for a torch tensor (without importing torch: a tensor means torch is loaded already)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 class NotFittedError(BenchError):
@@ -128,7 +139,8 @@ def _valid_values(image: np.ndarray, valid: np.ndarray | None, i: int) -> list[n
 def _per_band(values: list[float] | np.ndarray, like: np.ndarray | torch.Tensor):
     """Per-band parameters shaped (C, 1, 1) in the array library and dtype of ``like``."""
     arr = np.asarray(values, dtype=np.float64).reshape(-1, 1, 1)
-    if isinstance(like, torch.Tensor):
+    if is_tensor(like):
+        torch = sys.modules["torch"]
         return torch.as_tensor(arr, dtype=like.dtype if like.is_floating_point() else torch.float32,
                                device=like.device)
     return arr.astype(like.dtype if np.issubdtype(like.dtype, np.floating) else np.float32)
@@ -187,8 +199,8 @@ class Percentile(_QuantileFit):
     def _apply(self, x):  # noqa: ANN001
         lo, hi = _per_band(self.p_low, x), _per_band(self.p_high, x)
         span = hi - lo
-        scale = 1 / span.clip(min=1e-12) if isinstance(x, torch.Tensor) else 1 / np.maximum(span, 1e-12)
-        clipped = x.clip(lo, hi) if isinstance(x, torch.Tensor) else np.clip(x, lo, hi)
+        scale = 1 / span.clip(min=1e-12) if is_tensor(x) else 1 / np.maximum(span, 1e-12)
+        clipped = x.clip(lo, hi) if is_tensor(x) else np.clip(x, lo, hi)
         return (clipped - lo) * scale
 
     def _state(self) -> dict[str, Any]:
@@ -256,11 +268,11 @@ def _finite_quantiles(x: np.ndarray, qs: np.ndarray) -> np.ndarray:
 
 
 def _numpy(x):  # noqa: ANN001
-    return (x.detach().cpu().numpy(), x) if isinstance(x, torch.Tensor) else (x, None)
+    return (x.detach().cpu().numpy(), x) if is_tensor(x) else (x, None)
 
 
 def _like(y: np.ndarray, ref):  # noqa: ANN001
-    return y if ref is None else torch.as_tensor(y, dtype=ref.dtype, device=ref.device)
+    return y if ref is None else sys.modules["torch"].as_tensor(y, dtype=ref.dtype, device=ref.device)
 
 
 def _per_image(fn, x):  # noqa: ANN001 - apply a (C, H, W) function to (C, H, W) or (N, C, H, W)

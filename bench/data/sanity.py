@@ -44,6 +44,16 @@ def normalized(split: Split, normalizer: Normalizer) -> Iterable[np.ndarray]:
         yield tile_input(normalizer, scene_input(normalizer, scene.image))
 
 
+def apart(value: float, lo: float, hi: float) -> tuple[str, str, str]:
+    """The three numbers with as many significant digits as it takes to show ``value`` differ from both
+    bounds (``1.0003`` against ``1``, not ``1`` against ``1``)."""
+    for digits in range(3, 13):
+        texts = tuple(f"{v:.{digits}g}" for v in (value, lo, hi))
+        if texts[0] not in texts[1:]:
+            return texts
+    return texts
+
+
 def check(train: Split, test: Split, normalizer: Normalizer, bands: list[str]) -> dict[str, Any]:
     """Statistics of the normalized train and test inputs, and the warnings they raise."""
     stats = {"train": band_stats(normalized(train, normalizer)), "test": band_stats(normalized(test, normalizer))}
@@ -52,8 +62,9 @@ def check(train: Split, test: Split, normalizer: Normalizer, bands: list[str]) -
     for b, band in enumerate(bands):
         lo, hi, med = stats["train"]["p1"][b], stats["train"]["p99"][b], stats["test"]["median"][b]
         if np.isfinite(med) and not lo <= med <= hi:
-            found.append(f"band {band}: normalized test median {med:.3g} lies outside the training range "
-                         f"[{lo:.3g}, {hi:.3g}] (P1-P99)")
+            m, low, high = apart(med, lo, hi)
+            found.append(f"band {band}: normalized test median {m} lies outside the training range "
+                         f"[{low}, {high}] (P1-P99)")
         if raw["median"][b] > 2 or raw["median"][b] < -0.5:
             found.append(f"band {band}: test reflectance median {raw['median'][b]:.3g} looks like the wrong units")
     for message in found:

@@ -81,8 +81,9 @@ class Source:
         return {"dataset": self.dataset, "window": self.window, "scenes": self.scenes, "months": self.months,
                 "where": {k: list(v) for k, v in self.where}}
 
-    def select(self, ds: Dataset) -> list[str]:
-        """Scene ids of ``ds`` that this source keeps; an empty selection raises."""
+    def select(self, ds: Dataset, where: str = "") -> list[str]:
+        """Scene ids of ``ds`` that this source keeps; an empty selection raises, naming ``where`` (the
+        scenario file and split) and the filters."""
         ids = ds.scene_ids()
         if self.scenes is not None:
             missing = [s for s in self.scenes if s not in ids]
@@ -99,8 +100,17 @@ class Source:
             ids = [s for s in ids if all(metas[s].get(k) in v for k, v in self.where)
                    and (self.months is None or _month(metas[s]) in self.months)]
         if not ids:
-            raise DataError(f"empty split: no scene of dataset {ds.name!r} matches {self.to_dict()}")
+            raise DataError(f"{where or 'scenario'}: empty split: no scene of dataset {ds.name!r} has "
+                            f"{self.describe_filters()}")
         return ids
+
+    def describe_filters(self) -> str:
+        """The scene filters as a scenario file writes them: ``months = [13]; where = {split = "x"}``."""
+        parts = [f"scenes = {list(self.scenes)}" if self.scenes is not None else "",
+                 f"months = {list(self.months)}" if self.months is not None else "",
+                 "where = {" + ", ".join(f"{k} = {list(v) if len(v) > 1 else v[0]!r}" for k, v in self.where) + "}"
+                 if self.where else ""]
+        return "; ".join(p for p in parts if p) or "any scene (the dataset has none)"
 
 
 def _month(meta: Mapping[str, Any]) -> int | None:

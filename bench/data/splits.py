@@ -12,12 +12,14 @@ evaluation and prediction (no torch here).
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from bench.core.errors import DataError
 from bench.core.labels import IGNORE, EvalSpace, LabelMap
 from bench.data.datasets import Dataset, SceneData, sha256
 from bench.data.normalizers import Normalizer
@@ -110,9 +112,30 @@ def load_split(scenario: Scenario, split: str, strict: bool = False) -> Split:
     ds = scenario.dataset(split)
     source = scenario.sources[split]
     ds.band_indices(list(scenario.bands))  # a missing band fails before any training
-    refs = [SceneRef(ds, sid, list(scenario.bands), source.slices(), strict) for sid in source.select(ds)]
+    where = f"{scenario.origin or scenario.name} [{split}]"
+    refs = [SceneRef(ds, sid, list(scenario.bands), source.slices(), strict) for sid in source.select(ds, where)]
     files = {str(p): sha256(p) for ref in refs for p in ds.files(ref.id)}
     return Split(split, ds.name, refs, ds.labels, ds.reference, files)
+
+
+_VALIDATED: set[str] = set()
+
+
+def validate_split(split: Split, where: str) -> None:
+    """Read every scene of ``split`` (through its cache), so that bad data (a missing band, an unknown label
+    code, wrong units, NaN under ``--strict``, image and mask that differ) fails before any model trains,
+    naming ``where`` (the scenario file and split) and the file. A split already read in this process (same
+    files by checksum, scenes, bands and window) is not read again."""
+    key = json.dumps([split.dataset, sorted(split.files.values()),
+                      [(r.id, r.bands, str(r.window), r.strict) for r in split.refs]])
+    if key in _VALIDATED:
+        return
+    for i in range(len(split.scenes)):
+        try:
+            split.scenes[i]
+        except DataError as err:
+            raise DataError(f"{where}: {err}") from None
+    _VALIDATED.add(key)
 
 
 def tile_grid(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:

@@ -14,19 +14,23 @@ An adapter type is one ``@register("adapter", ...)`` class; a named setting is o
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
+from bench.core.errors import ConfigError
 from bench.core.registry import register
 
-BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# torch is imported where a model is adapted (it is loaded by then): listing adapters stays fast.
 
 
 def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     """Every BatchNorm layer of ``model``."""
-    return [m for m in model.modules() if isinstance(m, BN_TYPES)]
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    return [m for m in model.modules() if isinstance(m, _BatchNorm)]
 
 
 PROTOCOLS = ("per_scene", "per_test_set")
@@ -34,8 +38,6 @@ PROTOCOLS = ("per_scene", "per_test_set")
 
 def _protocol(value: str) -> str:
     if value not in PROTOCOLS:
-        from bench.core.errors import ConfigError
-
         raise ConfigError(f"adapter protocol must be one of {PROTOCOLS}, got {value!r}")
     return value
 
@@ -78,8 +80,14 @@ class AdaBN(Adapter):
         super().__init__()
         self.protocol = _protocol(protocol)
 
-    @torch.no_grad()
     def adapt(self, model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
+        """Reset every BatchNorm's running statistics and re-estimate them on ``batches``."""
+        import torch
+
+        with torch.no_grad():
+            return self._reestimate(model, batches)
+
+    def _reestimate(self, model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
         bns = batchnorms(model)
         saved = [(m.momentum, m.num_batches_tracked.clone()) for m in bns]
         for m in bns:
@@ -112,6 +120,9 @@ class Tent(Adapter):
         self.protocol, self.steps, self.lr = _protocol(protocol), int(steps), float(lr)
 
     def adapt(self, model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
+        """Entropy minimisation on the BatchNorm affine parameters, ``steps`` Adam steps per batch."""
+        import torch
+
         bns = batchnorms(model)
         for p in model.parameters():
             p.requires_grad_(False)

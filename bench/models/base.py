@@ -8,11 +8,13 @@ cloud shadow), and whose ``weights`` says which initial weights it got.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from bench.core.errors import DataError
+
+if TYPE_CHECKING:  # the contract names torch types; importing it is left to the model that is built
+    import torch
+    from torch import nn
 
 
 @dataclass

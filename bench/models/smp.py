@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import warnings
 from contextlib import contextmanager
-import segmentation_models_pytorch as smp
-
 from bench.core.labels import N_CLASSES
 from bench.core.registry import register
 from bench.models.base import Built
@@ -52,6 +50,8 @@ def _hub_offline():
 def smp_model(arch: str, encoder: str, in_channels: int, encoder_weights: str | None = "imagenet",
               classes: int = N_CLASSES) -> Built:
     """segmentation-models-pytorch: ``smp.create_model(arch, encoder_name=encoder, ...)``."""
+    import segmentation_models_pytorch as smp  # here, not above: listing models does not load torch
+
     found = cached_encoder_weights(encoder, encoder_weights)
     if encoder_weights and not found:
         if encoder not in _warned:

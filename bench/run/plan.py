@@ -19,7 +19,7 @@ from bench.core.recipe import Recipe
 from bench.core.registry import Entry, get_registry, is_path
 from bench.core.results import key
 from bench.data.scenarios import SPLITS, Scenario, load_scenario
-from bench.data.splits import Split, load_split
+from bench.data.splits import Split, load_split, validate_split
 
 WANDB_MODES = ("offline", "online", "off")
 MODEL_FILE = "model.pt"
@@ -105,13 +105,15 @@ class Plan:
 
 
 def plan(cfg: RunConfig) -> Plan:
-    """Validate ``cfg`` and work out its identities. Data files are checksummed (cached), not read."""
+    """Validate ``cfg``, read and check every split's data, and work out the run's identities."""
     cfg.validate()
     if cfg.data_root:  # datasets find downloaded data through CLOUDBENCH_DATA (see bench.data.datasets.data_root)
         os.environ["CLOUDBENCH_DATA"] = str(Path(cfg.data_root).resolve())
     scenario = load_scenario(cfg.scenario)
     recipe = Recipe.resolve(scenario.recipe, cfg.recipe)
     splits = {s: load_split(scenario, s, strict=cfg.strict) for s in SPLITS}
+    for name, split in splits.items():  # every file read and checked now, not after training
+        validate_split(split, f"{scenario.origin or scenario.name} [{name}]")
     model, norm, adapter = (get_registry().get(k, n) for k, n in
                             (("model", cfg.model), ("norm", cfg.norm), ("adapter", cfg.adapt)))
     train_id = {"model": identity(model), "norm": identity(norm), "bands": list(scenario.bands),

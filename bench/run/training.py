@@ -24,6 +24,7 @@ from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
+from bench.core.progress import Progress
 from bench.core.results import file_lock, write_json
 from bench.data.normalizers import Normalizer
 from bench.data.splits import Split
@@ -55,6 +56,44 @@ class NormalizerInCheckpoint(pl.Callback):
     def on_save_checkpoint(self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict) -> None:
         """Add the normalizer's state to ``checkpoint``."""
         checkpoint["normalizer"] = self.state
+
+
+class TrainingProgress(pl.Callback):
+    """One progress display for a whole training (not one bar per epoch): epoch k/N, steps, the best val
+    mIoU so far and an ETA; plain periodic lines when the output is not a terminal."""
+
+    def __init__(self, p: Plan, checkpoint: ModelCheckpoint) -> None:
+        self.recipe, self.checkpoint, self.enabled = p.recipe, checkpoint, p.cfg.progress
+        self.progress: Progress | None = None
+        self.best: float | None = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        """Start the display at the first epoch of this process (after a resume: where it resumed)."""
+        if self.progress is None:
+            total = self.recipe.epochs * trainer.num_training_batches
+            if self.recipe.max_steps > 0:
+                total = min(total, self.recipe.max_steps)
+            score = self.checkpoint.best_model_score
+            self.best = float(score) if score is not None else None
+            self.progress = Progress(total, "steps", "", initial=trainer.global_step,
+                                     enabled=self.enabled and trainer.is_global_zero)
+        self.progress.update(0, desc=f"epoch {trainer.current_epoch + 1}/{self.recipe.epochs}")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        """One step done."""
+        self.progress.update(1)
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        """Show the best validation mIoU so far."""
+        value = trainer.callback_metrics.get("val_miou")
+        if value is not None and self.progress is not None:
+            self.best = float(value) if self.best is None else max(self.best, float(value))
+            self.progress.update(0, status=f"best val mIoU {self.best:.3f}")
+
+    def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        """Close the display."""
+        if self.progress is not None:
+            self.progress.close()
 
 
 def rank() -> int:
@@ -102,9 +141,9 @@ def fit(p: Plan) -> Trained:
                                  p.recipe.batch_size, samples_per_epoch(p), p.cfg.seed, p.cfg.num_workers)
     task = SegmentationTask(built.module, len(p.scenario.bands), val_space, lr=p.recipe.lr)
     checkpoint = ModelCheckpoint(dirpath=p.train_dir / "checkpoints", filename="best", monitor="val_miou",
-                                 mode="max", save_top_k=1, save_last=True, enable_version_counter=False,
-                                 save_on_train_epoch_end=False)
-    trainer = make_trainer(p, checkpoint, NormalizerInCheckpoint(normalizer))
+                                 mode="max", save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=False)
+    trainer = make_trainer(p, checkpoint, NormalizerInCheckpoint(normalizer), TrainingProgress(p, checkpoint),
+                           last_checkpoint(p))
     resume = resume_from(p.train_dir / "checkpoints" / "last.ckpt") if not p.cfg.force else None
     if not rank():
         write_json(p.train_dir / "train.json", {"identity": p.train_id, "status": "training"})
@@ -123,6 +162,15 @@ def fit(p: Plan) -> Trained:
     return Trained(built.module, normalizer, built.weights, record, final, fresh=True)
 
 
+def last_checkpoint(p: Plan) -> ModelCheckpoint:
+    """``checkpoints/last.ckpt`` after every epoch's validation, improved or not (a checkpoint that follows
+    val mIoU writes ``last`` only when it improves: a run killed later would resume epochs back). It runs
+    after the best-model checkpoint, so it holds that one's state too. An interrupt loses at most the
+    current epoch: a mid-epoch state is not saved, since the next epoch's crops are drawn afresh."""
+    return ModelCheckpoint(dirpath=p.train_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                           enable_version_counter=False, save_on_train_epoch_end=False)
+
+
 def make_trainer(p: Plan, checkpoint: ModelCheckpoint, *callbacks: pl.Callback) -> pl.Trainer:
     """The Lightning trainer of ``p``'s recipe and hardware, checkpointing and stopping on val mIoU."""
     loggers: list[Logger] = [CSVLogger(p.train_dir, name="logs")]  # logs/version_N: a resume keeps earlier logs
@@ -133,7 +181,7 @@ def make_trainer(p: Plan, checkpoint: ModelCheckpoint, *callbacks: pl.Callback) 
         max_epochs=p.recipe.epochs, max_steps=p.recipe.max_steps, accelerator=p.cfg.accelerator,
         devices=p.cfg.devices, strategy=p.cfg.strategy, num_nodes=p.cfg.num_nodes, deterministic=True,
         num_sanity_val_steps=0, reload_dataloaders_every_n_epochs=1, log_every_n_steps=1,
-        enable_progress_bar=p.cfg.progress, enable_model_summary=False, logger=loggers,
+        enable_progress_bar=False, enable_model_summary=False, logger=loggers,
         callbacks=[checkpoint, stop, *callbacks, *p.cfg.callbacks])
 
 

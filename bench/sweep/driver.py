@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from bench.boards.leaderboard import write_leaderboards
+from bench.core.progress import Progress
 from bench.core.results import key, write_json
 from bench.run.plan import Plan, RunConfig
 from bench.sweep.grid import Grid, cell_command, groups, plans
@@ -90,8 +89,7 @@ def run_jobs(todo: dict[Path, list[Plan]], launcher: Launcher, folder: Path, com
     """Start one job per trained model, at most ``launcher.jobs`` at a time, and watch them to the end
     with one progress bar over the cells; returns the logs of failed jobs. Ctrl-C stops every job."""
     queue, running, failed = list(todo.items()), {}, []
-    bar = tqdm(total=total, initial=done, unit="cell", desc="sweep", disable=not progress, file=sys.stderr,
-               dynamic_ncols=True)
+    bar = Progress(total, "cells", "sweep", initial=done, enabled=progress)
     counted: set[Path] = set()
     try:
         while queue or running:
@@ -110,7 +108,7 @@ def run_jobs(todo: dict[Path, list[Plan]], launcher: Launcher, folder: Path, com
                     if not job.ok() or any(not p.result_path.exists() for p in ps):
                         failed.append(job.log)
                         bar.write(f"job {train_dir.name} failed; its log: {job.log}\n{_tail(job.log)}")
-            bar.set_postfix_str(f"{len(running)} running, {len(failed)} failed", refresh=False)
+            bar.update(0, status=f"{len(running)} running, {len(failed)} failed")
     except KeyboardInterrupt:
         for job, _ in running.values():
             job.stop()

@@ -150,8 +150,9 @@ class Dataset:
         return out
 
     def finish(self, scene_id: str, image: np.ndarray, codes: np.ndarray, where: str, strict: bool,
-               meta: dict[str, Any]) -> SceneData:
-        """Common checks: units, NaN/inf as nodata, label codes known, valid mask."""
+               meta: dict[str, Any], codes_where: str | None = None) -> SceneData:
+        """Common checks: units, NaN/inf as nodata, label codes known (an unknown code names ``codes_where``,
+        the file that holds the labels, default ``where``), valid mask."""
         valid = np.ones(codes.shape, dtype=bool)
         if self.scale.nodata is not None:
             valid &= ~np.all(image == self.scale.nodata, axis=0)
@@ -163,7 +164,7 @@ class Dataset:
                 raise DataError(f"{where}: {n_bad} pixels have NaN or inf values (refused with --strict)")
             warnings.warn(f"{where}: {n_bad} pixels have NaN or inf values; treated as nodata", stacklevel=2)
         valid &= ~bad.any(axis=0)
-        self.labels.check(codes[valid], where)
+        self.labels.check(codes[valid], codes_where or where)
         nodata_codes = [c for c, s in self.labels.codes.items() if not s]
         valid &= ~np.isin(codes, nodata_codes)
         refl[:, ~valid] = np.nan

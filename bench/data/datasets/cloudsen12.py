@@ -54,6 +54,14 @@ class CloudSEN12(Dataset):
         root = data_root()
         return sorted(Path(p) for p in glob.glob(str(root / self.files_glob))) if root else []
 
+    def available(self) -> str:
+        """Where the TACO files are on disk; a remote read is not looked at (it would go to the network)."""
+        root = data_root()
+        if not self.paths():
+            raise missing_data(self.name, root / self.files_glob if root else None, self.download_name)
+        self.scene_ids()
+        return str(root)
+
     def table(self):
         """The metadata of every patch (a ``TortillaDataFrame``), loaded once."""
         if self._table is None:
@@ -122,4 +130,5 @@ class CloudSEN12(Dataset):
             win = None if window is None else Window.from_slices(*window, height=img.height, width=img.width)
             raw = img.read([i + 1 for i in idx], window=win)
             codes = msk.read(1, window=win)
-        return self.finish(scene_id, raw, codes, where, strict, {**self.scene_meta(scene_id), "dataset": self.name})
+        return self.finish(scene_id, raw, codes, where, strict, {**self.scene_meta(scene_id), "dataset": self.name},
+                           codes_where=f"{where}, its label")

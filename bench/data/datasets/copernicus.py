@@ -27,11 +27,11 @@ class CopernicusCloudS2(Dataset):
 
     def _scenes(self) -> dict[str, str]:
         if self._index is None:
+            root = data_root()
+            if root is None:  # before torchgeo is imported (seconds): `bench data info` stays fast
+                raise missing_data(self.name, None, "copernicus_cloud_s2")
             from torchgeo.datasets import CopernicusBenchCloudS2, DatasetNotFoundError
 
-            root = data_root()
-            if root is None:
-                raise missing_data(self.name, None, "copernicus_cloud_s2")
             self._index = {}
             for split in ("train", "val", "test"):
                 try:
@@ -77,4 +77,5 @@ class CopernicusCloudS2(Dataset):
             win = None if window is None else Window.from_slices(*window, height=img.height, width=img.width)
             raw = img.read([i + 1 for i in idx], window=win)
             codes = msk.read(1, window=win)
-        return self.finish(scene_id, raw, codes, str(image), strict, {**self.scene_meta(scene_id), "dataset": self.name})
+        return self.finish(scene_id, raw, codes, str(image), strict, {**self.scene_meta(scene_id), "dataset": self.name},
+                           codes_where=str(label))

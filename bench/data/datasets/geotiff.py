@@ -88,6 +88,6 @@ class GeoTiffDataset(Dataset):
                 raise DataError(f"{img_path}: cannot read ({err}); the file is truncated or corrupt") from None
             meta = {"acquired": img.tags().get("ACQUIRED"), "crs": str(img.crs) if img.crs else None,
                     "dataset": self.name}
-        return self.finish(scene_id, raw, codes, str(img_path), strict, meta)
+        return self.finish(scene_id, raw, codes, str(img_path), strict, meta, codes_where=str(mask_path))
 
 

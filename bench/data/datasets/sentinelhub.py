@@ -195,4 +195,5 @@ class SentinelHubScene(Dataset):
             win = None if window is None else Window.from_slices(*window, height=img.height, width=img.width)
             raw = img.read([i + 1 for i in idx], window=win)
             codes = msk.read(1, window=win)
-        return self.finish(scene_id, raw, codes, str(image), strict, {**self.scene_meta(scene_id), "dataset": self.name})
+        return self.finish(scene_id, raw, codes, str(image), strict, {**self.scene_meta(scene_id), "dataset": self.name},
+                           codes_where=str(mask))
