@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shlex
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from bench import __version__
 from bench.core.errors import BenchError, unknown
 from bench.core.recipe import Recipe
 from bench.core.registry import KIND_ALIASES, KINDS, get_registry
+from bench.run.output import configure_output
 
 if TYPE_CHECKING:  # the run layer imports torch: the CLI loads it only for commands that run models
     from bench.run.plan import RunConfig
@@ -265,26 +264,13 @@ COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "report": cmd_boards, "leaderboa
             "list": lambda args, argv: cmd_list(args), "data": lambda args, argv: cmd_data(args)}
 
 
-def short_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  line: str | None = None) -> str:
-    """Warnings as ``warning: <message>``, without the source line that raised them."""
-    return f"warning: {message}\n"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``bench``; returns the exit code (0 ok, 1 nothing found, 2 error, 130 interrupted,
     141 output pipe closed)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    warnings.formatwarning = short_warning
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*")
-    warnings.filterwarnings("ignore", ".*exists and is not empty.*")  # a resumed training's checkpoint folder
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
-    if getattr(args, "quiet", False):  # Lightning's notes (GPU available, max_epochs reached) too
-        logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    configure_output(quiet=getattr(args, "quiet", False))
     if args.command is None:
         parser.print_help()
         return 0

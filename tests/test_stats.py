@@ -116,3 +116,58 @@ def test_in_distribution_drop_and_how_the_ranking_changes():
     assert list(df.loc[["none", "percentile", "zscore"], "rank"]) == [3, 1, 2]
     assert kendall_tau(df) == pytest.approx(sp.kendalltau([1, 2, 3], [3, 1, 2]).statistic)
     assert "in-dist scenario" not in table(intra, intra + cross)  # the in-distribution board itself
+
+
+def simulated_entry(rng, seeds, difficulty, skill=0.8, sd_seed=0.03, px=200):
+    """Per-block confusion matrices ``(seeds, blocks, 2, 2)`` of an entry whose accuracy is ``skill`` plus a
+    per-seed offset (training noise) plus each block's difficulty (shared by every entry: same test set)."""
+    runs = []
+    for _ in range(seeds):
+        offset = rng.normal(0, sd_seed)
+        cms = []
+        for d in difficulty:
+            ref = rng.random(px) < 0.5
+            pred = np.where(rng.random(px) < np.clip(skill + offset + d, 0.01, 0.99), ref, ~ref)
+            cm = np.zeros((2, 2))
+            np.add.at(cm, (ref.astype(int), pred.astype(int)), 1)
+            cms.append(cm)
+        runs.append(cms)
+    return np.array(runs)
+
+
+def rejection_rate(compare, seeds, trials=120, gap=0.0, resamples=300):
+    """How often ``compare`` calls A and B different (95 % interval excludes 0) when A's skill exceeds B's
+    by ``gap``."""
+    rng = np.random.default_rng(7)
+    hits = 0
+    for t in range(trials):
+        difficulty = rng.normal(0, 0.05, 12)
+        a = simulated_entry(rng, seeds, difficulty, skill=0.8 + gap)
+        b = simulated_entry(rng, seeds, difficulty)
+        c = compare(a, b, resamples=resamples, seed=t)
+        hits += c.low > 0 or c.high < 0
+    return hits / trials
+
+
+def test_hierarchical_bootstrap_holds_its_level_when_training_noise_dominates():
+    """Entries of equal skill whose seeds differ (sd 0.03 in accuracy) on a shared test set: resampling
+    test blocks alone calls them different most of the time; resampling seeds and blocks together stays
+    near the nominal 5 % (three seeds, 120 simulated boards), and still finds a real gap of 0.15."""
+    from bench.boards.stats import hierarchical_bootstrap
+
+    blocks_only = rejection_rate(paired_bootstrap, seeds=3)
+    hierarchical = rejection_rate(hierarchical_bootstrap, seeds=3)
+    assert blocks_only > 0.4, blocks_only
+    assert hierarchical <= 0.1, hierarchical
+    assert rejection_rate(hierarchical_bootstrap, seeds=3, gap=0.15, trials=40) >= 0.8
+
+
+def test_hierarchical_bootstrap_with_one_seed_is_the_block_bootstrap():
+    from bench.boards.stats import hierarchical_bootstrap
+
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 50, (1, 20, 3, 3)), rng.integers(0, 50, (1, 20, 3, 3))
+    h, p = hierarchical_bootstrap(a, b, resamples=500), paired_bootstrap(a, b, resamples=500)
+    assert (h.low, h.high, h.seeds) == (p.low, p.high, (1, 1))
+    three = hierarchical_bootstrap(np.concatenate([a, a, a]), np.concatenate([b, b, b]), resamples=500)
+    assert three.seeds == (3, 3) and three.diff == pytest.approx(p.diff)  # identical seeds: same difference

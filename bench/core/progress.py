@@ -24,7 +24,7 @@ class Progress:
                  every_s: float = 10.0, enabled: bool = True) -> None:
         self.total, self.unit, self.desc, self.done, self.start_done = total, unit, desc, initial, initial
         self.file, self.every_s, self.enabled = file or sys.stderr, every_s, enabled
-        self.status, self.t0, self.last, self.shown = "", time.monotonic(), 0.0, None
+        self.status, self.t0, self.last, self.shown = "", time.monotonic(), float("-inf"), None
         self.bar = None
         if enabled and getattr(self.file, "isatty", lambda: False)():
             from tqdm.auto import tqdm

@@ -231,11 +231,15 @@ def wandb_logger(p: Plan) -> Logger:
     from pytorch_lightning.loggers import WandbLogger
 
     os.environ.setdefault("WANDB_SILENT", "true")
-    return WandbLogger(project=os.environ.get("WANDB_PROJECT", "cloudbench"), name=p.train_dir.name,
-                       id=p.train_dir.name[-10:],  # the train key prefix: one wandb run per trained model
-                       save_dir=str(p.train_dir), offline=p.cfg.wandb == "offline", resume="allow",
-                       config={"model": p.cfg.model, "norm": p.cfg.norm, "seed": p.cfg.seed,
-                               "recipe": p.train_id["recipe"], "bands": p.train_id["bands"]})
+    logger = WandbLogger(project=os.environ.get("WANDB_PROJECT", "cloudbench"), name=p.train_dir.name,
+                         id=p.train_dir.name[-10:],  # the train key prefix: one wandb run per trained model
+                         save_dir=str(p.train_dir), offline=p.cfg.wandb == "offline", resume="allow",
+                         config={"model": p.cfg.model, "norm": p.cfg.norm, "seed": p.cfg.seed,
+                                 "recipe": p.train_id["recipe"], "bands": p.train_id["bands"]})
+    # Lightning always passes anonymous=None, which wandb >= 0.19 warns about on every run; its init
+    # arguments are only reachable through this attribute
+    logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def logs_of(trainer: pl.Trainer) -> dict[str, Any]:

@@ -7,11 +7,11 @@ import json
 import os
 import sys
 import traceback
-import warnings
 from pathlib import Path
 
 import torch
 
+from bench.run.output import configure_output
 from bench.run.runner import RunConfig, run
 from bench.sweep.grid import cell_command
 
@@ -39,6 +39,6 @@ def run_spec(spec: Path) -> int:
 
 
 if __name__ == "__main__":  # python -m bench.sweep.worker <job.json>
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    configure_output()
     sys.exit(1 if run_spec(Path(sys.argv[1])) else 0)
 

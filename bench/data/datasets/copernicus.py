@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.core.errors import DataError
 from bench.core.registry import register
 from bench.data.datasets.base import Dataset, SceneData, data_root, missing_data, open_raster
 
