@@ -307,6 +307,7 @@ def test_one_progress_display_with_an_eta_and_plain_lines_in_a_log(tmp_path, cap
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if " steps" in line]
     assert lines and "\r" not in err and len(lines) <= 4, err
+    assert "UserWarning" not in err and "warnings.warn" not in err  # warnings print on one line, no source
     assert lines[-1].startswith("epoch 2/2  4/4 steps  best val mIoU ") and "ETA 0s" in lines[-1]
     assert main(["run", *TINY, "--seed", "1", "--out", str(tmp_path / "runs"), "--no-leaderboard",
                  "--no-figure", "--wandb", "off"]) == 0
@@ -327,7 +328,10 @@ def test_plain_progress_prints_at_most_one_line_per_period():
     assert len(lines) == 2 and lines[0].startswith("sweep  1/10 cells") and "10/10 cells" in lines[1]
 
 
-@pytest.mark.parametrize("args", [["--help"], ["list"], ["list", "norms"], ["data", "info"],
+EMBEDDED = str(Path(__file__).resolve().parent.parent / "bench" / "data" / "samples" / "ukis_csmask_s2" / "dataset.toml")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["list"], ["list", "norms"], ["data", "info"], ["data", "check", EMBEDDED],
                                   ["run", "--norm", "percentil"], ["run", "--epochs", "0"]])
 def test_quick_commands_do_not_load_torch(args):
     """`bench --help`, `list`, `data info` and argument errors answer without importing torch, smp or

@@ -148,3 +148,24 @@ def test_patch_error_message(tiny_dataset, tmp_path):
     norm = __import__("bench.core.registry", fromlist=["x"]).get_registry().get("norm", "none").build()
     with pytest.raises(DataError, match=r"patch size 256 is larger than training scene 'a' .*128 x 128.*at most 128"):
         RandomCrops(split, norm, 256, 4, 0)
+
+
+def test_a_split_found_good_is_not_read_again(tmp_path, monkeypatch):
+    """Checking every file before training costs one read per machine: the next process trusts a split
+    whose files (by checksum), bands and window were found good; another window is read again."""
+    import bench.data.splits as splits
+
+    monkeypatch.setattr(splits, "VALIDATED", tmp_path / "validated.json")
+    monkeypatch.setattr(splits, "_validated", set())
+    scenario = load_scenario("samples_intra")
+    splits.validate_split(load_split(scenario, "test"), "samples_intra [test]")
+    assert (tmp_path / "validated.json").exists()
+    monkeypatch.setattr(splits, "_validated", set())  # a new process
+
+    def unread(self, i):
+        raise AssertionError("read again")
+
+    monkeypatch.setattr(splits.LazyScenes, "__getitem__", unread)
+    splits.validate_split(load_split(scenario, "test"), "samples_intra [test]")
+    with pytest.raises(AssertionError, match="read again"):
+        splits.validate_split(load_split(scenario, "val"), "samples_intra [val]")

@@ -21,7 +21,9 @@ import numpy as np
 
 from bench.core.errors import DataError
 from bench.core.labels import IGNORE, EvalSpace, LabelMap
+from bench.core.results import key, write_json
 from bench.data.datasets import Dataset, SceneData, sha256
+from bench.data.datasets.base import CACHE
 from bench.data.normalizers import Normalizer
 from bench.data.scenarios import Scenario
 
@@ -118,24 +120,43 @@ def load_split(scenario: Scenario, split: str, strict: bool = False) -> Split:
     return Split(split, ds.name, refs, ds.labels, ds.reference, files)
 
 
-_VALIDATED: set[str] = set()
+VALIDATED = CACHE / "validated.json"  # splits read and found good, by content: not read again
+_validated: set[str] = set()
 
 
 def validate_split(split: Split, where: str) -> None:
     """Read every scene of ``split`` (through its cache), so that bad data (a missing band, an unknown label
     code, wrong units, NaN under ``--strict``, image and mask that differ) fails before any model trains,
-    naming ``where`` (the scenario file and split) and the file. A split already read in this process (same
-    files by checksum, scenes, bands and window) is not read again."""
-    key = json.dumps([split.dataset, sorted(split.files.values()),
-                      [(r.id, r.bands, str(r.window), r.strict) for r in split.refs]])
-    if key in _VALIDATED:
+    naming ``where`` (the scenario file and split) and the file. A split found good before (same files by
+    checksum, scenes, bands, window, label mapping and scale), in this process or an earlier one, is not read
+    again: the check costs one read of the data per machine, not one per run."""
+    key = validation_key(split)
+    if key in _validated or key in _read_validated():
+        _validated.add(key)
         return
     for i in range(len(split.scenes)):
         try:
             split.scenes[i]
         except DataError as err:
             raise DataError(f"{where}: {err}") from None
-    _VALIDATED.add(key)
+    _validated.add(key)
+    if split.files:  # content known by checksum: remembered across processes
+        write_json(VALIDATED, sorted(_read_validated() | {key}))
+
+
+def validation_key(split: Split) -> str:
+    """What decides whether a split reads without error: its files' content and how they are read."""
+    ds = split.refs[0].dataset if split.refs else None
+    how = {"labels": split.labels.to_dict(), "scale": vars(ds.scale) if ds else None}
+    return key([split.dataset, sorted(split.files.values()), how,
+                [(r.id, r.bands, str(r.window), r.strict) for r in split.refs]])
+
+
+def _read_validated() -> set[str]:
+    try:
+        return set(json.loads(VALIDATED.read_text()))
+    except (OSError, ValueError):
+        return set()
 
 
 def tile_grid(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:

@@ -197,7 +197,8 @@ def data_root() -> Path | None:
     return Path(root).expanduser() if root else None
 
 
-SHA_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cloudbench" / "sha256.json"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cloudbench"
+SHA_CACHE = CACHE / "sha256.json"
 _sha_memo: dict[str, str] = {}
 
 
