@@ -8,7 +8,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
 BLOCK = re.compile(r"<!-- numbers from: (?P<boards>[^>]+?) -->(?P<body>.*?)<!-- end numbers -->", re.S)
-NUMBER = re.compile(r"(?<![\w.])[-+]?\d+\.\d+")
+NUMBER = re.compile(r"(?<![\w.])[-+]?\d\.\d+")  # 0.826, not a version such as 04.00
 METRIC = re.compile(r"(?<![\w.])0\.\d{3}(?!\d)")  # how the boards print mIoU, IoU and accuracy
 
 

@@ -17,13 +17,17 @@ def duration(seconds: float) -> str:
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
+EVERY_S = 10.0  # seconds between plain lines
+
+
 class Progress:
     """``total`` units of work, ``initial`` of them done already; :meth:`update` as they finish."""
 
     def __init__(self, total: int, unit: str, desc: str, initial: int = 0, file: TextIO | None = None,
-                 every_s: float = 10.0, enabled: bool = True) -> None:
+                 every_s: float | None = None, enabled: bool = True) -> None:
         self.total, self.unit, self.desc, self.done, self.start_done = total, unit, desc, initial, initial
-        self.file, self.every_s, self.enabled = file or sys.stderr, every_s, enabled
+        self.file, self.enabled = file or sys.stderr, enabled
+        self.every_s = EVERY_S if every_s is None else every_s
         self.status, self.t0, self.last, self.shown = "", time.monotonic(), float("-inf"), None
         self.bar = None
         if enabled and getattr(self.file, "isatty", lambda: False)():
