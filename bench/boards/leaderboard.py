@@ -54,16 +54,21 @@ def training_settings(r: dict[str, Any]) -> dict[str, Any]:
     return {**(r.get("recipe") or {}), "weights": weights, "world_size": (r.get("train") or {}).get("world_size") or 1}
 
 
-def label_recipes(results: list[dict[str, Any]], merge: bool = False) -> list[str]:
+def varying_settings(results: list[dict[str, Any]]) -> list[str]:
+    """The training settings (:func:`training_settings`) in which results of one board differ, sorted."""
+    settings = [training_settings(r) for r in results]
+    return [k for k in sorted({k for s in settings for k in s})
+            if len({json.dumps(s.get(k), sort_keys=True) for s in settings}) > 1]
+
+
+def label_recipes(results: list[dict[str, Any]], merge: bool = False) -> None:
     """Give each result the label of its row's recipe: the settings in which results of this board differ
     (``max_steps=3``), so runs with different settings are never pooled into one row; with ``merge`` every
-    label is empty (rows pool them). Returns the settings that differ."""
-    settings = [training_settings(r) for r in results]
-    varying = [k for k in sorted({k for s in settings for k in s})
-               if len({json.dumps(s.get(k), sort_keys=True) for s in settings}) > 1]
-    for r, s in zip(results, settings):
-        r["_recipe"] = "" if merge else ", ".join(f"{k}={s.get(k)}" for k in varying)
-    return varying
+    label is empty (rows pool them)."""
+    varying = [] if merge else varying_settings(results)
+    for r in results:
+        s = training_settings(r)
+        r["_recipe"] = ", ".join(f"{k}={s.get(k)}" for k in varying)
 
 
 def _num(v: Any) -> float:
@@ -242,7 +247,7 @@ def write_leaderboards(out: str | Path = "runs", dest: str | Path | None = None,
             twins = identical_metrics(rs)
             warn_if_shrinks(dest_dir / f"{name}.md", BOARD_COUNT, len(rs), "results")
             write_text(dest_dir / f"{name}.csv", df.to_csv(index=False, float_format="%.4f"))
-            merged = label_recipes(rs, merge=True) if merge_recipes else []
+            merged = varying_settings(rs) if merge_recipes else []
             write_text(dest_dir / f"{name}.md", markdown(name, rs, df, command, twins, merged))
             written += [dest_dir / f"{name}.md", dest_dir / f"{name}.csv"]
             if severity_columns(df):

@@ -16,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from bench.boards.leaderboard import (KEYS, display, kendall_tau, label_recipes, leading_comparisons, row_groups,
-                                      row_name, scenario_results, table)
+from bench.boards.leaderboard import (KEYS, display, kendall_tau, leading_comparisons, row_groups, row_name,
+                                      scenario_results, table, varying_settings)
 from bench.boards.plots import severity_columns, severity_plot
 from bench.boards.render import STATIC, render, static, warn_if_shrinks
 from bench.core.results import write_text
@@ -95,10 +95,10 @@ def provenance(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return items
 
 
-def scenario_page(name: str, rs: list[dict[str, Any]], every: list[dict[str, Any]], dest: Path,
-                  command: str, merged: list[str] = ()) -> str:
-    """The page of one scenario: its board, comparisons, severity plot, and each row's figure and provenance."""
-    df = table(rs, every)
+def scenario_page(name: str, rs: list[dict[str, Any]], df: pd.DataFrame, dest: Path, command: str,
+                  merged: list[str] = ()) -> str:
+    """The page of one scenario (``df``: its :func:`table`): the board, comparisons, severity plot, and each
+    row's figure and provenance."""
     s = rs[0]["scenario"]
     groups = row_groups(rs)
     plot = (severity_plot(df, dest / "figures" / name / "severity.png", name, s).relative_to(dest).as_posix()
@@ -132,16 +132,17 @@ def write_report(runs: str | Path = "runs", dest: str | Path | None = None,
     """Write ``index.html`` and one page per scenario under ``dest`` (default ``<runs>/report``); returns the
     pages written. Warns before a page is replaced by one made from fewer results or scenarios."""
     dest = Path(dest) if dest is not None else Path(runs) / "report"
-    command = command or f"bench report --runs {runs} --dest {dest}"
+    command = command or f"bench report --runs {runs} --out {dest}"
     by_scenario = scenario_results(runs, merge_recipes)
     every = [r for rs in by_scenario.values() for r in rs]
     chosen = {n: rs for n, rs in by_scenario.items() if not scenarios or n in scenarios}
     written, index = [], []
     for name, rs in chosen.items():
         warn_if_shrinks(dest / f"{name}.html", PAGE_COUNT, len(rs), "results")
-        merged = label_recipes(rs, merge=True) if merge_recipes else []
-        written.append(write_text(dest / f"{name}.html", scenario_page(name, rs, every, dest, command, merged)))
-        index.append(index_row(name, rs, table(rs, every)))
+        df = table(rs, every)  # the bootstraps run once per scenario, for its page and its index row
+        merged = varying_settings(rs) if merge_recipes else []
+        written.append(write_text(dest / f"{name}.html", scenario_page(name, rs, df, dest, command, merged)))
+        index.append(index_row(name, rs, df))
     if written:
         for f in STATIC:
             write_text(dest / f, static(f))

@@ -107,7 +107,8 @@ def _signature_sources(fn: Callable) -> list[Callable]:
 
 def accepts_any_keyword(fn: Callable) -> bool:
     """True if ``fn`` ends its chain of signatures in ``**kwargs`` (then unknown keys cannot be told)."""
-    last = _signature_sources(fn)[-1] if _signature_sources(fn) else fn
+    sources = _signature_sources(fn)
+    last = sources[-1] if sources else fn
     return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(last).parameters.values())
 
 

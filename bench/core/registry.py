@@ -137,14 +137,16 @@ class Registry:
         """Add an entry; its settings are validated against its builder (unknown keys raise)."""
         self._check_kind(kind)
         settings = dict(settings or {})
-        where = origin or f"{KINDS[kind]} {name!r}"
-        if name in self._entries[kind]:
-            raise DuplicateNameError(f"{KINDS[kind]} {name!r} is registered twice: in "
-                                     f"{self._entries[kind][name].origin or '?'} and in {where}")
         builder = self.builder(kind, type)
-        builder.arguments(settings, where)
-        e = Entry(kind, name, builder, settings, description or builder.description, origin)
-        self._entries[kind][name] = e
+        builder.arguments(settings, origin or f"{KINDS[kind]} {name!r}")
+        return self._insert(Entry(kind, name, builder, settings, description or builder.description, origin))
+
+    def _insert(self, e: Entry) -> Entry:
+        if e.name in self._entries[e.kind]:
+            raise DuplicateNameError(f"{KINDS[e.kind]} {e.name!r} is registered twice: in "
+                                     f"{self._entries[e.kind][e.name].origin or '?'} and in "
+                                     f"{e.origin or f'{KINDS[e.kind]} {e.name!r}'}")
+        self._entries[e.kind][e.name] = e
         return e
 
     def add_module(self, module: types.ModuleType) -> None:
@@ -189,9 +191,7 @@ class Registry:
 
     def add_toml_file(self, kind: str, path: str | Path, default_type: str) -> Entry:
         """Add one entry from a whole TOML file (see :meth:`entry_from_file`)."""
-        e = self.entry_from_file(kind, path, default_type)
-        return self.add(kind, e.name, type=e.builder.name, settings=e.settings, description=e.description,
-                        origin=e.origin)
+        return self._insert(self.entry_from_file(kind, path, default_type))  # checked there already
 
     # -- looking up -----------------------------------------------------------------------------
     def get(self, kind: str, name: str) -> Entry:

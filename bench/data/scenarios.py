@@ -37,7 +37,8 @@ from typing import Any
 
 from bench.core.config import check_keys, require
 from bench.core.recipe import Recipe
-from bench.data.datasets import S2_BANDS, Dataset, load_dataset
+from bench.data.datasets import Dataset, load_dataset
+from bench.data.datasets.base import check_bands
 from bench.core.errors import ConfigError, DataError, did_you_mean
 from bench.core.labels import EvalSpace
 from bench.core.registry import Registry, get_registry, register
@@ -165,9 +166,7 @@ def scenario(*, name: str, version: int, bands: list[str], train: dict[str, Any]
              origin: str = "") -> Scenario:
     """A scenario file: train / val / test sources, bands and evaluation label space."""
     where = origin or name
-    for b in bands:
-        if b not in S2_BANDS:
-            raise ConfigError(f"{where}: unknown Sentinel-2 band {b!r}{did_you_mean(b, S2_BANDS)}")
+    check_bands(bands, where)
     sources = {s: Source.parse(t, f"{where} [{s}]") for s, t in zip(SPLITS, (train, val, test))}
     recipe = Recipe.check_values(recipe or {}, f"{where} [recipe]")
     space = EvalSpace.parse(evaluation, f"{where} [evaluation]") if evaluation is not None else None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.errors import ConfigError, unknown
+from bench.core.labels import EvalSpace
 from bench.core.recipe import Recipe
 from bench.core.registry import Entry, get_registry, is_path
 from bench.core.results import key
@@ -87,6 +88,7 @@ class Plan:
     eval_key: str
     train_dir: Path
     result_path: Path
+    space: EvalSpace  # the label space the test reference is judged in
 
     @property
     def done(self) -> bool:
@@ -122,13 +124,14 @@ def plan(cfg: RunConfig) -> Plan:
     if cfg.devices * cfg.num_nodes > 1:  # the batch is per device: more processes train a different model
         train_id["world_size"] = cfg.devices * cfg.num_nodes
     train_key = key(train_id)
+    space = scenario.eval_space()
     eval_key = key({"train": train_key, "test": data_identity(scenario, splits, "test"),
-                    "space": scenario.eval_space().to_dict(), "adapter": identity(adapter), "shift": scenario.shift})
+                    "space": space.to_dict(), "adapter": identity(adapter), "shift": scenario.shift})
     out = Path(cfg.out)
     stem = f"{cfg.model}-{cfg.norm}-{cfg.adapt}-s{cfg.seed}-{eval_key[:10]}"
     return Plan(cfg, scenario, recipe, splits, train_id, train_key, eval_key,
                 out / "models" / f"{cfg.model}-{cfg.norm}-s{cfg.seed}-{train_key[:10]}",
-                out / "results" / scenario.name / f"{stem}.json")
+                out / "results" / scenario.name / f"{stem}.json", space)
 
 
 def data_identity(scenario: Scenario, splits: dict[str, Split], split: str) -> dict[str, Any]:

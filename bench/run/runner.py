@@ -104,8 +104,8 @@ def evaluate_run(p: Plan, trained: Trained) -> Evaluated:
     for severity in severities:
         split = test if severity is None else shifted(test, shift_entry, severity, bands)
         adapter = adapter_entry.build()
-        ev = evaluate(trained.module.to(device), trained.normalizer, split, p.scenario.eval_space(),
-                      p.recipe.patch_size, p.recipe.batch_size, device, adapter)
+        ev = evaluate(trained.module.to(device), trained.normalizer, split, p.space, p.recipe.patch_size,
+                      p.recipe.batch_size, device, adapter)
         budgets.append(adapter.describe())
         if severity is not None:
             per_severity[str(severity)] = {**ev.metrics, "per_scene": ev.per_scene}
@@ -114,7 +114,7 @@ def evaluate_run(p: Plan, trained: Trained) -> Evaluated:
     metrics = ev.metrics
     if per_severity:  # the headline: every severity's pixels pooled in one confusion matrix
         pooled = sum(np.array(m["confusion"]) for m in per_severity.values())
-        metrics = {**ev.metrics, **scores(pooled, p.scenario.eval_space().names),
+        metrics = {**ev.metrics, **scores(pooled, p.space.names),
                    "pooled_over_severities": sorted(per_severity, key=int)}
     return Evaluated(metrics, per_severity, blocks, ev, split, severities[-1], added_budgets(budgets), sanity,
                      device, time.perf_counter() - t0)
@@ -171,7 +171,7 @@ def publish(p: Plan, result: dict[str, Any], ev: Evaluated) -> tuple[Path | None
         title = f"{p.cfg.model} x {p.cfg.norm} x {p.cfg.adapt} on {p.scenario.name}"
         if ev.per_severity:
             title += f" ({p.scenario.shift['type']}, severity {ev.shown_severity})"
-        figure = run_figure(p.result_path.with_suffix(".png"), ev.shown_split, ev.shown, p.scenario.eval_space(),
+        figure = run_figure(p.result_path.with_suffix(".png"), ev.shown_split, ev.shown, p.space,
                             list(p.scenario.bands), title=title)
         result["figure"] = str(figure)
     write_json(p.result_path, result)

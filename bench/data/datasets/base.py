@@ -39,6 +39,13 @@ REFERENCE_TYPES = ("human", "algorithmic")
 REFLECTANCE_MAX = 5.0
 
 
+def check_bands(bands: list[str], where: str) -> None:
+    """Refuse a band name that Sentinel-2 does not have, suggesting the closest."""
+    for b in bands:
+        if b not in S2_BANDS:
+            raise ConfigError(f"{where}: unknown Sentinel-2 band {b!r}{did_you_mean(b, S2_BANDS)}")
+
+
 @dataclass
 class SceneData:
     """One scene (or a window of it), ready for normalization and cropping."""
@@ -104,9 +111,7 @@ class Dataset:
         self.description, self.license = description, license
         if reference not in REFERENCE_TYPES:
             raise ConfigError(f"{origin}: reference must be one of {REFERENCE_TYPES}, got {reference!r}")
-        for b in bands:
-            if b not in S2_BANDS:
-                raise ConfigError(f"{origin}: unknown Sentinel-2 band {b!r}{did_you_mean(b, S2_BANDS)}")
+        check_bands(bands, origin)
         check_keys(labels, {"codes"}, f"{origin} [labels]")
         self.bands, self.reference = list(bands), reference
         self.labels = LabelMap.parse(require(labels, "codes", f"{origin} [labels]"), f"{origin} [labels.codes]")
