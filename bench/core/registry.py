@@ -46,9 +46,11 @@ KIND_ALIASES = {"models": "model", "norms": "norm", "normalizers": "norm", "adap
 
 #: keys every TOML entry may have besides its builder's parameters.
 ENTRY_KEYS = {"type", "description"}
+#: keys an entry of one kind may have besides those: a model's input / output contract (bench.models.base).
+KIND_KEYS: dict[str, frozenset[str]] = {"model": frozenset({"contract"})}
 #: parameters of each kind's builders that are given when an entry is built, never in its settings.
 RUNTIME: dict[str, frozenset[str]] = {
-    "model": frozenset({"in_channels"}),
+    "model": frozenset({"in_channels", "weight_files"}),  # weight_files: a pretrained model's, located at run time
     "norm": frozenset(),
     "adapter": frozenset(),
     "scenario": frozenset({"origin"}),
@@ -69,7 +71,8 @@ class Builder:
     def arguments(self, settings: Mapping[str, Any], where: str) -> dict[str, Any]:
         """``settings`` checked against the factory's signature and types (unknown keys get "did you
         mean"); returns the keyword arguments to call it with."""
-        return check_arguments(self.fn, settings, where, skip=RUNTIME[self.kind], extra=ENTRY_KEYS)
+        return check_arguments(self.fn, settings, where, skip=RUNTIME[self.kind],
+                               extra=ENTRY_KEYS | KIND_KEYS.get(self.kind, frozenset()))
 
 
 @dataclass(frozen=True)
