@@ -34,6 +34,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="folder holding downloaded datasets (or set CLOUDBENCH_DATA)")
     p.add_argument("--out", default="runs", help="folder for trained models and results (default: runs)")
     p.add_argument("--strict", action="store_true", help="refuse NaN / inf pixels instead of treating them as nodata")
+    p.add_argument("--finetune", action="store_true", help="train a pretrained PyTorch model further on the "
+                   "scenario's training split (then any --norm); without it pretrained models run zero-shot")
     h = p.add_argument_group("hardware (any Lightning accelerator and strategy)")
     h.add_argument("--accelerator", default="auto", help="auto, cpu, gpu, ...")
     h.add_argument("--devices", type=_positive_int, default=1, help="devices per run (with --strategy ddp: processes)")
@@ -51,7 +53,8 @@ def _run_config(args: argparse.Namespace, argv: Sequence[str], **extra: Any) -> 
     return RunConfig(recipe=Recipe.overrides(args), data_root=args.data_root, out=args.out, strict=args.strict,
                      accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
                      num_nodes=args.num_nodes, num_workers=args.num_workers, wandb=args.wandb,
-                     figure=not args.no_figure, command=shlex.join(["bench", *argv]), **extra)
+                     figure=not args.no_figure, finetune=args.finetune, command=shlex.join(["bench", *argv]),
+                     **extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,10 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_run(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="train (or reuse) a model, evaluate it on a scenario, write results")
     r.add_argument("--model", default="unet_mnv2", help="model variant (bench list models)")
-    r.add_argument("--norm", default="percentile", help="normalizer (bench list norms)")
+    r.add_argument("--norm", default=None, help="normalizer (bench list norms; default: native for a pretrained "
+                   "model, its own preprocessing, else percentile)")
     r.add_argument("--scenario", default="samples_cross", help="scenario name or path of a scenario TOML")
     r.add_argument("--adapt", default="none", help="test-time adapter (bench list adapters)")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--weights", help="a pretrained model's weight file(s), comma-separated, instead of its own")
     _run_options(r)
     r.add_argument("--leaderboards", default=None, help="folder for the scenario's leaderboard (default: <out>/leaderboards)")
     r.add_argument("--no-leaderboard", action="store_true", help="do not regenerate the scenario's leaderboard")
@@ -155,6 +160,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             extra = ""
             if kind == "scenario":
                 extra = f" [v{e.settings.get('version', '?')}]"
+            if kind == "model":
+                extra = f" [{model_kind(e)}]"
             print(f"  {e.name:<{width}}  {e.description}{extra}")
             shown += 1
     if not shown:
@@ -163,10 +170,20 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def model_kind(entry: Any) -> str:
+    """``pytorch; trained here`` or ``onnx; pretrained: zero-shot`` (``+ fine-tune`` where it can be trained)."""
+    from bench.models.base import contract_of
+
+    c = contract_of(entry)
+    if not c.pretrained:
+        return f"{c.framework}; trained here"
+    return f"{c.framework}; pretrained: zero-shot" + (" + fine-tune" if c.trainable else "")
+
+
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """``bench run``: one model x normalizer x adapter x scenario; prints the metrics and files."""
     cfg = _run_config(args, argv, model=args.model, norm=args.norm, scenario=args.scenario, adapt=args.adapt,
-                      seed=args.seed, leaderboards=False if args.no_leaderboard else (args.leaderboards or True),
+                      seed=args.seed, weights=args.weights, leaderboards=False if args.no_leaderboard else (args.leaderboards or True),
                       force=args.force, progress=not args.quiet)
     cfg.validate()  # names and values, before torch is loaded
     from bench.run.runner import run

@@ -109,13 +109,14 @@ class Split:
         return split
 
 
-def load_split(scenario: Scenario, split: str, strict: bool = False) -> Split:
-    """The scenes of ``split`` in the scenario's bands and window (checked now, read lazily)."""
+def load_split(scenario: Scenario, split: str, strict: bool = False, bands: Sequence[str] | None = None) -> Split:
+    """The scenes of ``split`` in ``bands`` (default: the scenario's) and window (checked now, read lazily)."""
     ds = scenario.dataset(split)
     source = scenario.sources[split]
-    ds.band_indices(list(scenario.bands))  # a missing band fails before any training
+    bands = list(bands or scenario.bands)
+    ds.band_indices(bands)  # a missing band fails before any training
     where = f"{scenario.origin or scenario.name} [{split}]"
-    refs = [SceneRef(ds, sid, list(scenario.bands), source.slices(), strict) for sid in source.select(ds, where)]
+    refs = [SceneRef(ds, sid, bands, source.slices(), strict) for sid in source.select(ds, where)]
     files = {str(p): sha256(p) for ref in refs for p in ds.files(ref.id)}
     return Split(split, ds.name, refs, ds.labels, ds.reference, files)
 

@@ -21,6 +21,7 @@ from bench.models.adapters import Adapter, NoAdaptation
 from bench.core.labels import IGNORE, EvalSpace
 from bench.core.metrics import NAN_RULE, confusion, scores
 from bench.data.normalizers import Normalizer
+from bench.models.base import Contract, SceneModel
 
 
 #: side in pixels of the spatial blocks that the paired bootstrap resamples (blocks keep nearby,
@@ -62,9 +63,12 @@ def tile_batches(image: np.ndarray, patch: int, batch_size: int, tile_fn=None): 
 
 
 @torch.no_grad()
-def predict_scene(model: nn.Module, image: np.ndarray, patch: int, batch_size: int,
-                  device: torch.device | str = "cpu", tile_fn=None) -> np.ndarray:  # noqa: ANN001
-    """(H, W) project class index for a (C, H, W) scene, NaN = nodata; ``tile_fn`` normalizes each tile."""
+def predict_scene(model: nn.Module | SceneModel, image: np.ndarray, patch: int, batch_size: int,
+                  device: torch.device | str = "cpu", tile_fn=None, contract: Contract | None = None) -> np.ndarray:  # noqa: ANN001
+    """(H, W) project class index for a (C, H, W) scene, NaN = nodata; ``tile_fn`` normalizes each tile. A
+    scene model (not torch) predicts the whole scene at once, its codes mapped by its ``contract``."""
+    if not isinstance(model, nn.Module):
+        return (contract or Contract()).class_of_code()[model.predict(tile_fn(image) if tile_fn else image)]
     out = np.zeros(image.shape[1:], dtype=np.uint8)
     for chunk, x in tile_batches(image, patch, batch_size, tile_fn):
         pred = model(x.to(device)).argmax(1).cpu().numpy().astype(np.uint8)
@@ -73,14 +77,17 @@ def predict_scene(model: nn.Module, image: np.ndarray, patch: int, batch_size: i
     return out
 
 
-def evaluate(model: nn.Module, normalizer: Normalizer, test: Split, space: EvalSpace, patch: int,
-             batch_size: int, device: torch.device | str = "cpu", adapter: Adapter | None = None) -> Evaluation:
-    """Scores of ``model`` on every valid pixel of ``test`` in label space ``space``.
+def evaluate(model: nn.Module | SceneModel, normalizer: Normalizer, test: Split, space: EvalSpace, patch: int,
+             batch_size: int, device: torch.device | str = "cpu", adapter: Adapter | None = None,
+             contract: Contract | None = None) -> Evaluation:
+    """Scores of ``model`` on every valid pixel of ``test`` in label space ``space`` (a pretrained model's
+    output codes become project classes by its ``contract``).
 
     An ``adapter`` sees the normalized test tiles (never the reference): once for all scenes
     (``per_test_set``) or, starting again from the trained model, for each scene (``per_scene``).
     """
-    model.eval()
+    if isinstance(model, nn.Module):
+        model.eval()
     adapter = adapter or NoAdaptation()
 
     def inputs(scene):  # noqa: ANN001, ANN202
@@ -93,14 +100,14 @@ def evaluate(model: nn.Module, normalizer: Normalizer, test: Split, space: EvalS
     if adapter.protocol == "per_test_set":
         every = (x for scene in test.scenes for x in batches(*inputs(scene)))
         adapted = adapter.adapt(copy.deepcopy(model), every)
-    k, lut = len(space.names), space.class_lut()
+    k, lut = len(space.names), np.append(space.class_lut(), np.full(256 - 4, IGNORE, dtype=np.uint8))
     total = np.zeros((k, k), dtype=np.int64)
     per_scene, preds, refs, months, blocks = {}, {}, {}, {}, {}
     for scene in test.scenes:
         image, fn = inputs(scene)
         if adapter.protocol == "per_scene":
             adapted = adapter.adapt(copy.deepcopy(model), batches(image, fn))
-        pred = lut[predict_scene(adapted, image, patch, batch_size, device, fn)]
+        pred = lut[predict_scene(adapted, image, patch, batch_size, device, fn, contract)]
         ref = reference_groups(scene.codes, scene.valid, test.labels, space)
         pred[~scene.valid] = IGNORE
         cm = confusion(ref, pred, k)

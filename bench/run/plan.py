@@ -1,8 +1,15 @@
 """What a run is, worked out before any pixel is read: :class:`RunConfig` (what the user asked for) and
 :class:`Plan` (its scenario, resolved recipe, splits, identities and where its files go).
 
+A run has one of three modes: ``trained`` (a model without a contract, trained here from scratch),
+``zero-shot`` (a pretrained model as it comes, with its own preprocessing: ``--norm native``; only the test
+split is read) or ``fine-tuned`` (a pretrained PyTorch model trained further on the scenario's training
+split with the usual recipe and any normalizer: ``--finetune``). Bands are the scenario's for a trained
+model and the contract's, picked from the data by name, for a pretrained one.
+
 The train key hashes what determines a trained model (model, normalizer, training and validation data
-with their sha256, bands, recipe, seed); the eval key adds the test data, label space, adapter and shift.
+with their sha256, bands, recipe, seed; a pretrained model's weight files by sha256); the eval key adds the
+test data, label space, adapter and shift.
 """
 
 from __future__ import annotations
@@ -14,16 +21,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.core.errors import ConfigError, unknown
+from bench.core.errors import ConfigError, DataError, unknown
 from bench.core.labels import EvalSpace
 from bench.core.recipe import Recipe
 from bench.core.registry import Entry, get_registry, is_path
 from bench.core.results import key
 from bench.data.scenarios import SPLITS, Scenario, load_scenario
 from bench.data.splits import Split, load_split, validate_split
+from bench.models.base import Contract, contract_of, file_sha256, locate_weights
 
 WANDB_MODES = ("offline", "online", "off")
 MODEL_FILE = "model.pt"
+NATIVE = "native"  # the normalizer name of a pretrained model's own preprocessing
+MODES = ("trained", "zero-shot", "fine-tuned")
 
 
 @dataclass
@@ -33,10 +43,12 @@ class RunConfig:
     how to run."""
 
     model: str = "unet_mnv2"
-    norm: str = "percentile"
+    norm: str | None = None  # None: "native" for a pretrained model, else "percentile" (the study's)
     scenario: str = "samples_cross"
     adapt: str = "none"
     seed: int = 0
+    finetune: bool = False  # train a pretrained model further on the scenario's training split
+    weights: str | None = None  # a pretrained model's weight files (comma-separated), instead of its own
     recipe: dict[str, Any] = field(default_factory=dict)  # e.g. {"epochs": 5}; see bench.core.recipe.Recipe
     data_root: str | None = None
     out: str = "runs"
@@ -57,9 +69,12 @@ class RunConfig:
     def validate(self) -> None:
         """Check names and values before any data is read or any model is built."""
         reg = get_registry()
-        reg.get("model", self.model)
+        contract = contract_of(reg.get("model", self.model))
+        if self.norm is None:
+            self.norm = NATIVE if contract.pretrained else "percentile"
         reg.get("norm", self.norm)
         reg.get("adapter", self.adapt)
+        check_mode(self, contract)
         if not is_path(self.scenario):
             reg.get("scenario", self.scenario)
         Recipe.check_values(self.recipe, "command line")
@@ -73,6 +88,34 @@ class RunConfig:
         d = asdict(self)
         d.pop("callbacks")
         return d
+
+    def mode(self, contract: Contract) -> str:
+        """``trained``, ``zero-shot`` or ``fine-tuned`` (see the module docstring)."""
+        return "fine-tuned" if self.finetune else "zero-shot" if contract.pretrained else "trained"
+
+
+def check_mode(cfg: RunConfig, contract: Contract) -> None:
+    """Refuse what a model's contract does not allow: another normalizer without ``--finetune``, fine-tuning
+    a model that is trained here or cannot be trained, a test-time adapter on a model that is not PyTorch."""
+    if not contract.pretrained:
+        if cfg.norm == NATIVE:
+            raise ConfigError(f"--norm native is a pretrained model's own preprocessing; {cfg.model} is trained "
+                              "here from scratch: use --norm none for no normalization")
+        if cfg.finetune or cfg.weights:
+            raise ConfigError(f"--finetune and --weights need a pretrained model; {cfg.model} is trained here "
+                              "from scratch (bench list models shows which are pretrained)")
+        return
+    if cfg.finetune and not contract.trainable:
+        raise ConfigError(f"{cfg.model} cannot be fine-tuned: it is a {contract.framework} model, not a "
+                          "trainable PyTorch network; run it zero-shot (--norm native)")
+    if not cfg.finetune and cfg.norm != NATIVE:
+        raise ConfigError(f"{cfg.model} runs zero-shot with its own preprocessing (--norm native); --norm "
+                          f"{cfg.norm} changes its input, which it was not trained on: add --finetune to train "
+                          "it on normalized inputs" + ("" if contract.trainable else
+                                                       f" (not possible for this {contract.framework} model)"))
+    if cfg.adapt != "none" and not contract.framework.startswith("pytorch"):
+        raise ConfigError(f"test-time adapter {cfg.adapt!r} needs a PyTorch model; {cfg.model} is "
+                          f"{contract.framework}: use --adapt none")
 
 
 @dataclass
@@ -89,6 +132,10 @@ class Plan:
     train_dir: Path
     result_path: Path
     space: EvalSpace  # the label space the test reference is judged in
+    bands: tuple[str, ...] = ()  # the model's input bands, in its order
+    mode: str = "trained"  # see MODES
+    contract: Contract = field(default_factory=Contract)
+    weight_files: list[Path] = field(default_factory=list)  # a pretrained model's, located on this machine
 
     @property
     def done(self) -> bool:
@@ -97,8 +144,8 @@ class Plan:
 
     @property
     def trained(self) -> bool:
-        """The trained model exists (finished training)."""
-        return (self.train_dir / MODEL_FILE).exists()
+        """The model to evaluate exists: finished training, or a pretrained model run zero-shot."""
+        return self.mode == "zero-shot" or (self.train_dir / MODEL_FILE).exists()
 
     def entries(self) -> tuple[Entry, Entry, Entry]:
         """The registry entries of the model, the normalizer and the adapter."""
@@ -112,26 +159,85 @@ def plan(cfg: RunConfig) -> Plan:
     if cfg.data_root:  # datasets find downloaded data through CLOUDBENCH_DATA (see bench.data.datasets.data_root)
         os.environ["CLOUDBENCH_DATA"] = str(Path(cfg.data_root).resolve())
     scenario = load_scenario(cfg.scenario)
-    recipe = Recipe.resolve(scenario.recipe, cfg.recipe)
-    splits = {s: load_split(scenario, s, strict=cfg.strict) for s in SPLITS}
-    for name, split in splits.items():  # every file read and checked now, not after training
-        validate_split(split, f"{scenario.origin or scenario.name} [{name}]")
     model, norm, adapter = (get_registry().get(k, n) for k, n in
                             (("model", cfg.model), ("norm", cfg.norm), ("adapter", cfg.adapt)))
-    train_id = {"model": identity(model), "norm": identity(norm), "bands": list(scenario.bands),
-                "train": data_identity(scenario, splits, "train"), "val": data_identity(scenario, splits, "val"),
-                "recipe": recipe.to_dict(), "seed": cfg.seed}
-    if cfg.devices * cfg.num_nodes > 1:  # the batch is per device: more processes train a different model
-        train_id["world_size"] = cfg.devices * cfg.num_nodes
+    contract = contract_of(model)
+    mode, bands = cfg.mode(contract), contract.bands or scenario.bands
+    needed = ("test",) if mode == "zero-shot" else SPLITS
+    check_bands_of(cfg.model, bands, scenario, needed)
+    weight_files = find_weights(cfg, contract) if contract.pretrained else []
+    recipe = Recipe.resolve(scenario.recipe, cfg.recipe)
+    splits = {s: load_split(scenario, s, strict=cfg.strict, bands=bands) for s in needed}
+    for name, split in splits.items():  # every file read and checked now, not after training
+        validate_split(split, f"{scenario.origin or scenario.name} [{name}]")
+    train_id = training_identity(cfg, scenario, splits, recipe, mode, bands, weight_files)
     train_key = key(train_id)
     space = scenario.eval_space()
     eval_key = key({"train": train_key, "test": data_identity(scenario, splits, "test"),
                     "space": space.to_dict(), "adapter": identity(adapter), "shift": scenario.shift})
     out = Path(cfg.out)
-    stem = f"{cfg.model}-{cfg.norm}-{cfg.adapt}-s{cfg.seed}-{eval_key[:10]}"
+    tag = {"trained": f"s{cfg.seed}", "zero-shot": "zeroshot", "fine-tuned": f"ft-s{cfg.seed}"}[mode]
     return Plan(cfg, scenario, recipe, splits, train_id, train_key, eval_key,
-                out / "models" / f"{cfg.model}-{cfg.norm}-s{cfg.seed}-{train_key[:10]}",
-                out / "results" / scenario.name / f"{stem}.json", space)
+                out / "models" / f"{cfg.model}-{cfg.norm}-{tag}-{train_key[:10]}",
+                out / "results" / scenario.name / f"{cfg.model}-{cfg.norm}-{cfg.adapt}-{tag}-{eval_key[:10]}.json",
+                space, tuple(bands), mode, contract, weight_files)
+
+
+def training_identity(cfg: RunConfig, scenario: Scenario, splits: dict[str, Split], recipe: Recipe, mode: str,
+                      bands: tuple[str, ...], weight_files: list[Path]) -> dict[str, Any]:
+    """What determines the model a run evaluates. Zero-shot: the model and its weight files' sha256 (no
+    data, normalizer or seed). Otherwise the model, normalizer, bands, training and validation data, recipe
+    and seed, plus the starting weights' sha256 when fine-tuning."""
+    reg = get_registry()
+    model, norm = reg.get("model", cfg.model), reg.get("norm", cfg.norm)
+    weights = {"weights": [file_sha256(f) for f in weight_files]} if weight_files else {}
+    if mode == "zero-shot":
+        return {"model": identity(model), **weights, "mode": mode, "bands": list(bands)}
+    train_id = {"model": identity(model), "norm": identity(norm), "bands": list(bands),
+                "train": data_identity(scenario, splits, "train"), "val": data_identity(scenario, splits, "val"),
+                "recipe": recipe.to_dict(), "seed": cfg.seed}
+    if mode == "fine-tuned":
+        train_id.update(weights, mode=mode)
+    if cfg.devices * cfg.num_nodes > 1:  # the batch is per device: more processes train a different model
+        train_id["world_size"] = cfg.devices * cfg.num_nodes
+    return train_id
+
+
+class MissingBands(ConfigError):
+    """A scenario's data lack a band that the model needs."""
+
+
+def check_bands_of(model: str, bands: tuple[str, ...], scenario: Scenario, splits: tuple[str, ...]) -> None:
+    """Refuse, before anything runs, a scenario whose data lack a band the model needs: naming the model,
+    the missing bands, the scenario file, the split and its dataset."""
+    for split in splits:
+        ds = scenario.dataset(split)
+        missing = [b for b in bands if b not in ds.bands]
+        if missing:
+            raise MissingBands(f"model {model!r} needs bands {', '.join(missing)}, which scenario {scenario.name!r} "
+                              f"({scenario.origin or 'registered'}) [{split}] lacks: dataset {ds.name!r} has "
+                              f"{', '.join(ds.bands)}")
+
+
+def find_weights(cfg: RunConfig, contract: Contract) -> list[Path]:
+    """A pretrained model's weight files: ``--weights`` paths, else where its contract says they are (an
+    installed package, cloudbench itself, the local Hugging Face cache). Missing ones stop the run at once,
+    saying how to get them."""
+    if cfg.weights:
+        paths = [Path(p).expanduser() for p in cfg.weights.split(",")]
+        if len(paths) != len(contract.weights):
+            raise ConfigError(f"--weights: {cfg.model} takes {len(contract.weights)} weight file(s), got {len(paths)}")
+        for p in paths:
+            if not p.is_file():
+                raise DataError(f"--weights {p}: no such file")
+        return paths
+    found = [locate_weights(spec) for spec in contract.weights]
+    missing = [spec for spec, path in zip(contract.weights, found) if path is None]
+    if missing:
+        raise DataError(f"{cfg.model}: weights not on this machine ({', '.join(missing)}); this machine cannot "
+                        f"fetch them now. Get them with: {contract.get_weights}. Then run again, or pass "
+                        "--weights PATH")
+    return [p for p in found if p is not None]
 
 
 def data_identity(scenario: Scenario, splits: dict[str, Split], split: str) -> dict[str, Any]:

@@ -93,19 +93,21 @@ def run(cfg: RunConfig | Plan) -> RunResult:
 def evaluate_run(p: Plan, trained: Trained) -> Evaluated:
     """The sanity check, then the evaluation at every severity of the scenario's shift (or once)."""
     t0 = time.perf_counter()
-    bands, test, shift = list(p.scenario.bands), p.splits["test"], p.scenario.shift
+    bands, test, shift = list(p.bands), p.splits["test"], p.scenario.shift
     shift_entry = get_registry().get("shift", shift["type"]) if shift else None
     severities = shift["severities"] if shift else [None]
     strongest = shifted(test, shift_entry, max(severities), bands) if shift else test
-    sanity = sanity_check(p.splits["train"], strongest, trained.normalizer, bands)  # at the strongest severity
+    sanity = (sanity_check(p.splits["train"], strongest, trained.normalizer, bands)  # at the strongest severity
+              if "train" in p.splits else {"skipped": "zero-shot: the model saw no training split here"})
     device = "cuda" if torch.cuda.is_available() and p.cfg.accelerator in ("auto", "gpu", "cuda") else "cpu"
+    module = trained.module.to(device) if isinstance(trained.module, torch.nn.Module) else trained.module
     _, _, adapter_entry = p.entries()
     per_severity, blocks, budgets = {}, {}, []
     for severity in severities:
         split = test if severity is None else shifted(test, shift_entry, severity, bands)
         adapter = adapter_entry.build()
-        ev = evaluate(trained.module.to(device), trained.normalizer, split, p.space, p.recipe.patch_size,
-                      p.recipe.batch_size, device, adapter)
+        ev = evaluate(module, trained.normalizer, split, p.space, p.recipe.patch_size, p.recipe.batch_size,
+                      device, adapter, p.contract)
         budgets.append(adapter.describe())
         if severity is not None:
             per_severity[str(severity)] = {**ev.metrics, "per_scene": ev.per_scene}
@@ -139,8 +141,10 @@ def record(p: Plan, trained: Trained, ev: Evaluated, timings: dict[str, float]) 
         "config": p.cfg.record(),
         "recipe": p.recipe.to_dict(),
         "scenario": {"name": p.scenario.name, "version": p.scenario.version, "description": p.scenario.description,
-                     "reference": splits["test"].reference, "definition": p.scenario.to_dict()},
-        "model": {**model.summary(), "in_channels": len(p.scenario.bands), "weights": trained.weights},
+                     "reference": splits["test"].reference, "reference_by": p.scenario.dataset("test").reference_by,
+                     "definition": p.scenario.to_dict()},
+        "model": {**model.summary(), "in_channels": len(p.bands), "bands": list(p.bands), "weights": trained.weights,
+                  "mode": p.mode, "contract": p.contract.summary()},
         "normalizer": {**norm.summary(), "state": trained.normalizer.state_dict()},
         "adapter": {**adapter.summary(), **ev.adapter},
         "seed": p.cfg.seed,
@@ -172,7 +176,7 @@ def publish(p: Plan, result: dict[str, Any], ev: Evaluated) -> tuple[Path | None
         if ev.per_severity:
             title += f" ({p.scenario.shift['type']}, severity {ev.shown_severity})"
         figure = run_figure(p.result_path.with_suffix(".png"), ev.shown_split, ev.shown, p.space,
-                            list(p.scenario.bands), title=title)
+                            list(p.bands), title=title)
         result["figure"] = str(figure)
     write_json(p.result_path, result)
     if p.cfg.leaderboards is False:

@@ -19,9 +19,14 @@ from bench.models.base import check_input
 
 
 class SegmentationTask(pl.LightningModule):
-    def __init__(self, model: nn.Module, in_channels: int, val_space: EvalSpace, lr: float = 1e-3) -> None:
+    def __init__(self, model: nn.Module, in_channels: int, val_space: EvalSpace, lr: float = 1e-3,
+                 target_lut: np.ndarray | None = None) -> None:
         super().__init__()
         self.model, self.in_channels, self.lr = model, in_channels, lr
+        # a fine-tuned model keeps its own outputs: targets fold into the classes it predicts
+        lut = np.append(target_lut if target_lut is not None else np.arange(4), [IGNORE] * 252).astype(np.int64)
+        self.register_buffer("target_lut", torch.from_numpy(lut), persistent=False)
+        self.fold_targets = target_lut is not None and list(target_lut) != list(range(4))
         self.loss = smp.losses.DiceLoss(mode="multiclass", ignore_index=IGNORE)
         self.val_names = val_space.names
         self.register_buffer("val_lut", torch.from_numpy(val_space.class_lut().astype(np.int64)), persistent=False)
@@ -33,6 +38,8 @@ class SegmentationTask(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
+        if self.fold_targets:
+            y = self.target_lut[y.long()]
         loss = self.loss(self(x), y)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))
         return loss
@@ -52,4 +59,4 @@ class SegmentationTask(pl.LightningModule):
         self.log("val_miou", float(miou) if miou is not None else 0.0, prog_bar=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        return torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=self.lr)

@@ -28,6 +28,7 @@ from bench.core.progress import Progress
 from bench.core.results import file_lock, write_json
 from bench.data.normalizers import Normalizer
 from bench.data.splits import Split
+from bench.models.base import file_sha256
 from bench.run.checkpoints import load_torch, save_torch
 from bench.run.loaders import CloudDataModule
 from bench.run.plan import MODEL_FILE, Plan
@@ -102,7 +103,10 @@ def rank() -> int:
 
 
 def train_or_load(p: Plan) -> Trained:
-    """The trained model of ``p``'s identity: loaded from ``p.train_dir`` if finished, else trained there."""
+    """The model ``p`` evaluates: a pretrained one as it comes (zero-shot), else the trained or fine-tuned
+    model of ``p``'s identity, loaded from ``p.train_dir`` if finished, else trained there."""
+    if p.mode == "zero-shot":
+        return pretrained(p)
     if rank():  # a process that a multi-process strategy started: rank 0 holds the lock already
         return load_trained(p) or fit(p)
     with file_lock(p.train_dir.with_name(p.train_dir.name + ".lock")):
@@ -110,9 +114,23 @@ def train_or_load(p: Plan) -> Trained:
 
 
 def build(p: Plan) -> tuple[Any, Normalizer]:
-    """A fresh model (its :class:`bench.models.base.Built`) and an unfitted normalizer for ``p``."""
+    """A fresh model (its :class:`bench.models.base.Built`; a pretrained one with its weights) and an
+    unfitted normalizer for ``p``."""
     model, norm, _ = p.entries()
-    return model.build(in_channels=len(p.scenario.bands)), norm.build()
+    runtime: dict[str, Any] = {"in_channels": len(p.bands)}
+    if p.weight_files:
+        runtime["weight_files"] = [str(f) for f in p.weight_files]
+    return model.build(**runtime), norm.build()
+
+
+def pretrained(p: Plan) -> Trained:
+    """A pretrained model as it comes, with its own preprocessing (the ``native`` normalizer passes the
+    reflectance through): nothing is trained or written."""
+    built, normalizer = build(p)
+    record = {"mode": "zero-shot", "steps": 0, "train_s": 0.0, "weights": built.weights,
+              "weight_files": {str(f): file_sha256(f) for f in p.weight_files}}
+    return Trained(built.module, normalizer, built.weights, record, p.weight_files[0] if p.weight_files else Path(),
+                   fresh=False)
 
 
 def load_trained(p: Plan) -> Trained | None:
@@ -135,11 +153,12 @@ def fit(p: Plan) -> Trained:
     t0 = time.perf_counter()
     pl.seed_everything(p.cfg.seed, workers=True, verbose=False)
     built, normalizer = build(p)
+    built.module.train()  # a pretrained model comes in eval mode, and Lightning keeps submodules' modes
     normalizer.fit(p.splits["train"].samples())
     val_space = p.splits["val"].labels.finest_space()
     datamodule = CloudDataModule(p.splits["train"], p.splits["val"], normalizer, val_space, p.recipe.patch_size,
                                  p.recipe.batch_size, samples_per_epoch(p), p.cfg.seed, p.cfg.num_workers)
-    task = SegmentationTask(built.module, len(p.scenario.bands), val_space, lr=p.recipe.lr)
+    task = SegmentationTask(built.module, len(p.bands), val_space, lr=p.recipe.lr, target_lut=p.contract.target_lut())
     checkpoint = ModelCheckpoint(dirpath=p.train_dir / "checkpoints", filename="best", monitor="val_miou",
                                  mode="max", save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=False)
     trainer = make_trainer(p, checkpoint, NormalizerInCheckpoint(normalizer), TrainingProgress(p, checkpoint),
@@ -155,7 +174,7 @@ def fit(p: Plan) -> Trained:
     if best is not None:  # back to the weights of the best validation mIoU
         task.load_state_dict(best["state_dict"])
     record = training_record(p, trainer, checkpoint, datamodule, resume, time.perf_counter() - t0)
-    record.update(logs=logs, weights=built.weights, val_label_space=val_space.to_dict())
+    record.update(logs=logs, weights=built.weights, val_label_space=val_space.to_dict(), mode=p.mode)
     final = save_model(p, built, normalizer, record)
     if trainer.world_size > 1:
         trainer.strategy.barrier("model.pt written")
@@ -220,8 +239,8 @@ def save_model(p: Plan, built: Any, normalizer: Normalizer, record: dict[str, An
     """Write ``model.pt`` (weights, normalizer state, record) and mark ``train.json`` finished."""
     final = save_torch(p.train_dir / MODEL_FILE, {
         "format": 1, "state_dict": built.module.state_dict(), "normalizer": normalizer.state_dict(),
-        "weights": built.weights, "record": record, "in_channels": len(p.scenario.bands),
-        "bands": list(p.scenario.bands), "model": p.cfg.model, "norm": p.cfg.norm})
+        "weights": built.weights, "record": record, "in_channels": len(p.bands),
+        "bands": list(p.bands), "model": p.cfg.model, "norm": p.cfg.norm, "mode": p.mode})
     write_json(p.train_dir / "train.json", {"identity": p.train_id, "status": "finished", **record})
     return final
 

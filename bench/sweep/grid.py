@@ -5,13 +5,15 @@ trained model they need (:func:`groups`), and the ``bench run`` command of each 
 from __future__ import annotations
 
 import shlex
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench.core.errors import ConfigError, unknown
 from bench.core.recipe import Recipe
 from bench.core.registry import get_registry, is_path
-from bench.run.plan import Plan, RunConfig, plan
+from bench.models.base import contract_of
+from bench.run.plan import NATIVE, MissingBands, Plan, RunConfig, plan
 
 
 @dataclass
@@ -39,12 +41,23 @@ class Grid:
         return list(range(n))
 
     def configs(self) -> list[RunConfig]:
-        """Every cell, scenario-major (so a scenario's leaderboard fills in early)."""
+        """Every cell, scenario-major (so a scenario's leaderboard fills in early). A pretrained model runs
+        once, zero-shot with its own preprocessing (``native``), unless the base config fine-tunes and the
+        model can be trained; a model trained here skips ``native``."""
         axes = {"model": expand("model", self.models), "norm": expand("norm", self.norms),
                 "adapter": expand("adapter", self.adapts), "scenario": expand("scenario", self.scenarios)}
         return [replace(self.base, model=m, norm=n, adapt=a, scenario=s, seed=seed)
-                for s in axes["scenario"] for m in axes["model"] for n in axes["norm"]
-                for seed in self.seed_list() for a in axes["adapter"]]
+                for s in axes["scenario"] for m in axes["model"] for n, seeds in self.cells_of(m, axes["norm"])
+                for seed in seeds for a in axes["adapter"]]
+
+    def cells_of(self, model: str, norms: list[str]) -> list[tuple[str, list[int]]]:
+        """(normalizer, seeds) pairs that ``model`` runs with (see :meth:`configs`)."""
+        contract = contract_of(get_registry().get("model", model))
+        if not contract.pretrained:
+            return [(n, self.seed_list()) for n in norms if n != NATIVE]
+        if self.base.finetune and contract.trainable:
+            return [(n, self.seed_list()) for n in norms]
+        return [(NATIVE, self.seed_list()[:1])]  # zero-shot: deterministic, one run
 
 
 def expand(kind: str, spec: str) -> list[str]:
@@ -73,7 +86,7 @@ def expand(kind: str, spec: str) -> list[str]:
 def cell_command(cfg: RunConfig) -> str:
     """The ``bench run`` command that reproduces one cell."""
     args = ["bench", "run", "--model", cfg.model, "--norm", cfg.norm, "--adapt", cfg.adapt, "--scenario",
-            cfg.scenario, "--seed", str(cfg.seed)]
+            cfg.scenario, "--seed", str(cfg.seed)] + (["--finetune"] if cfg.finetune else [])
     args += Recipe.flags(cfg.recipe)
     defaults = RunConfig()
     for name in ("data_root", "out", "accelerator", "devices", "strategy", "num_nodes", "wandb"):
@@ -84,8 +97,15 @@ def cell_command(cfg: RunConfig) -> str:
 
 
 def plans(grid: Grid) -> list[Plan]:
-    """Validate every cell and work out its keys (checksums data, reads no pixels)."""
-    return [plan(cfg) for cfg in grid.configs()]
+    """Validate every cell and work out its keys (checksums data, reads no pixels). A cell whose scenario
+    lacks bands its model needs is left out, saying so (a pretrained model runs where it can)."""
+    out = []
+    for cfg in grid.configs():
+        try:
+            out.append(plan(cfg))
+        except MissingBands as err:
+            print(f"skipped {cfg.model} on {cfg.scenario}: {err}", file=sys.stderr)
+    return out
 
 
 def groups(cells: list[Plan]) -> dict[Path, list[Plan]]:
@@ -102,7 +122,8 @@ def dry_run(cells: list[Plan]) -> str:
 
     rows = []
     for p in cells:
-        status = "done (cached)" if p.done else ("evaluate (model cached)" if p.trained else "train + evaluate")
+        status = ("done (cached)" if p.done else "evaluate (zero-shot)" if p.mode == "zero-shot" else
+                  "evaluate (model cached)" if p.trained else "train + evaluate")
         c = p.cfg
         rows.append([c.scenario, c.model, c.norm, c.adapt, c.seed, status, p.train_dir.name])
     pending = [p for p in cells if not p.done]

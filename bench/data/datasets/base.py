@@ -105,9 +105,11 @@ class Dataset:
 
     def __init__(self, *, name: str, bands: list[str], reference: str, labels: dict[str, Any], version: int = 1,
                  description: str = "", license: str = "", scale: dict[str, Any] | None = None,
-                 origin: str = "dataset") -> None:
-        """The settings every dataset TOML has; ``origin`` is the file it came from (errors name it)."""
-        self.origin, self.name, self.version = origin, name, version
+                 reference_by: str = "", origin: str = "dataset") -> None:
+        """The settings every dataset TOML has; ``origin`` is the file it came from (errors name it).
+        ``reference_by``: the algorithm that made an algorithmic reference (e.g. ``s2cloudless``): a model of
+        that algorithm is scored against itself there."""
+        self.origin, self.name, self.version, self.reference_by = origin, name, version, reference_by
         self.description, self.license = description, license
         if reference not in REFERENCE_TYPES:
             raise ConfigError(f"{origin}: reference must be one of {REFERENCE_TYPES}, got {reference!r}")
