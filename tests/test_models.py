@@ -8,9 +8,11 @@ import torch
 from bench.core.errors import DataError
 from bench.core.labels import EvalSpace
 from bench.core.registry import get_registry
+from bench.models.base import contract_of
 from bench.run.task import SegmentationTask
 
-MODELS = get_registry().names("model")
+MODELS = [n for n in get_registry().names("model")  # trained here; the zoo is tested in test_zoo.py
+          if not contract_of(get_registry().get("model", n)).pretrained]
 
 
 @pytest.mark.filterwarnings("ignore:imagenet weights")

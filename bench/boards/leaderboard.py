@@ -9,6 +9,10 @@
 * For a scenario tested away from its training data, each row's in-distribution mIoU (the same trained
   models on the test split of their own dataset, or severity 0 of a shift), the drop, and both rankings
   with Kendall's tau between them.
+* ``mode`` (trained / zero-shot / fine-tuned) and ``trained on`` say what each model learned from. A
+  pretrained model scored against a reference that its own algorithm made (s2cloudless on s2cloudless
+  masks) says ``same as reference`` there: it is listed last and left out of the ranking statistics (best
+  row, ``vs best``, the leading comparisons, ranks and Kendall's tau).
 
 Only results of the scenario's newest version count; results with the same evaluation key (copies of
 one experiment) count once.
@@ -29,9 +33,12 @@ import pandas as pd
 from bench.boards.plots import severity_columns, severity_plot
 from bench.boards.stats import LEVEL, Comparison, blocks_of, hierarchical_bootstrap, seed_interval
 from bench.boards.render import render, warn_if_shrinks
+from bench.core.labels import CLASSES
 from bench.core.results import file_lock, load_results, write_text
 
 KEYS = ["model", "norm", "adapt", "recipe"]  # "recipe": the training settings in which a row differs from others
+SAME_AS_REFERENCE = "same as reference"
+THIS_SPLIT = "this scenario's train split"
 BOARD_COUNT = r"from (\d+) results; do not edit"  # finds how many results a Markdown board was made from
 LEADING = 4  # "A beats B" is tested between consecutive rows among the first LEADING
 
@@ -49,14 +56,18 @@ def row_name(key: tuple) -> str:
 
 def training_settings(r: dict[str, Any]) -> dict[str, Any]:
     """What decided a result's trained model beyond model, normalizer and adapter: the recipe, the initial
-    weights and the number of processes (the batch is per device)."""
-    weights = str((r.get("model") or {}).get("weights") or "?").split(" (")[0]
-    return {**(r.get("recipe") or {}), "weights": weights, "world_size": (r.get("train") or {}).get("world_size") or 1}
+    weights (of a model trained here; a pretrained model's are its own) and the number of processes (the
+    batch is per device). Nothing for a pretrained model run zero-shot."""
+    mode = mode_of(r)
+    if mode == "zero-shot":
+        return {}
+    weights = {"weights": str((r.get("model") or {}).get("weights") or "?").split(" (")[0]} if mode == "trained" else {}
+    return {**(r.get("recipe") or {}), **weights, "world_size": (r.get("train") or {}).get("world_size") or 1}
 
 
 def varying_settings(results: list[dict[str, Any]]) -> list[str]:
-    """The training settings (:func:`training_settings`) in which results of one board differ, sorted."""
-    settings = [training_settings(r) for r in results]
+    """The training settings (:func:`training_settings`) in which trained results of one board differ, sorted."""
+    settings = [s for s in (training_settings(r) for r in results) if s]
     return [k for k in sorted({k for s in settings for k in s})
             if len({json.dumps(s.get(k), sort_keys=True) for s in settings}) > 1]
 
@@ -68,7 +79,27 @@ def label_recipes(results: list[dict[str, Any]], merge: bool = False) -> None:
     varying = [] if merge else varying_settings(results)
     for r in results:
         s = training_settings(r)
-        r["_recipe"] = ", ".join(f"{k}={s.get(k)}" for k in varying)
+        r["_recipe"] = ", ".join(f"{k}={s.get(k)}" for k in varying if k in s)
+
+
+def mode_of(r: dict[str, Any]) -> str:
+    """``trained``, ``zero-shot`` or ``fine-tuned`` (results older than the zoo are ``trained``)."""
+    return (r.get("model") or {}).get("mode") or "trained"
+
+
+def trained_on(r: dict[str, Any]) -> str:
+    """What a result's model learned from: this scenario's train split, the pretrained model's declared
+    source (plus this split when fine-tuned), or ``same as reference`` where the test reference was made by
+    the model's own algorithm."""
+    contract = (r.get("model") or {}).get("contract") or {}
+    algorithm, made_by = contract.get("algorithm"), (r.get("scenario") or {}).get("reference_by")
+    if algorithm and made_by and algorithm == made_by:
+        return SAME_AS_REFERENCE
+    mode = mode_of(r)
+    if mode == "trained":
+        return THIS_SPLIT
+    declared = contract.get("trained_on", "?")
+    return f"{declared}, then {THIS_SPLIT}" if mode == "fine-tuned" else declared
 
 
 def _num(v: Any) -> float:
@@ -96,7 +127,8 @@ def table(results: list[dict[str, Any]], every: list[dict[str, Any]] | None = No
         for sev in sorted({s for r in rs for s in (r.get("per_severity") or {})}, key=int):
             row[f"mIoU s{sev}"] = np.nanmean([_num((r.get("per_severity") or {}).get(sev, {}).get("miou"))
                                               for r in rs])
-        row.update({"runs": len(rs), "seeds": ",".join(str(s) for s in sorted({r["seed"] for r in rs})),
+        row.update({"mode": mode_of(rs[0]), "trained on": trained_on(rs[0]),
+                    "runs": len(rs), "seeds": ",".join(str(s) for s in sorted({r["seed"] for r in rs})),
                     "steps": ",".join(sorted({str((r.get("train") or {}).get("steps")) for r in rs})),
                     "reference": rs[0]["scenario"].get("reference", "?"),
                     "commit": ",".join(sorted({_commit(r) for r in rs}))})
@@ -104,7 +136,8 @@ def table(results: list[dict[str, Any]], every: list[dict[str, Any]] | None = No
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    df = df.sort_values("mIoU", ascending=False, na_position="last").reset_index(drop=True)
+    df["ranked"] = df["trained on"] != SAME_AS_REFERENCE
+    df = df.sort_values(["ranked", "mIoU"], ascending=False, na_position="last").reset_index(drop=True)
     _versus_best(df, groups)
     _in_distribution(df, groups, every or results)
     return df
@@ -116,12 +149,14 @@ def _versus_best(df: pd.DataFrame, groups: dict[tuple, list[dict[str, Any]]]) ->
     for c, v in cols.items():
         df[c] = v
     df["tied"] = pd.Series([None] * len(df), dtype=object)
-    best = blocks_of(groups[tuple(df.loc[0, KEYS])])
+    best = blocks_of(groups[tuple(df.loc[0, KEYS])]) if df.loc[0, "ranked"] else None
     if best is None:
         return
     ids, best_cm = best
     df.loc[0, "tied"] = "best"
     for i in range(1, len(df)):
+        if not df.loc[i, "ranked"]:
+            continue
         other = blocks_of(groups[tuple(df.loc[i, KEYS])], ids)
         if other is None:
             continue
@@ -140,7 +175,7 @@ def leading_comparisons(df: pd.DataFrame, groups: dict[tuple, list[dict[str, Any
                         n: int = LEADING) -> list[tuple[tuple, tuple, Comparison]]:
     """Each of the first ``n`` rows against the next one: (A, B, A - B)."""
     out = []
-    for i in range(min(n, len(df)) - 1):
+    for i in range(min(n, int(df["ranked"].sum())) - 1):
         a, b = tuple(df.loc[i, KEYS]), tuple(df.loc[i + 1, KEYS])
         ba = blocks_of(groups[a])
         bb = blocks_of(groups[b], ba[0]) if ba else None
@@ -163,6 +198,8 @@ def _in_distribution(df: pd.DataFrame, groups: dict[tuple, list[dict[str, Any]]]
     intra: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in every:
         test_ds, train_ds = _test_source(r)
+        if mode_of(r) == "zero-shot":  # a pretrained model as it comes was not trained on either scenario
+            continue
         if test_ds and test_ds == train_ds and not r["scenario"].get("definition", {}).get("shift"):
             intra.setdefault((r["train_key"], r["config"].get("adapt", "none")), []).append(r)
     names, values, here = [], [], []
@@ -189,7 +226,7 @@ def _in_distribution(df: pd.DataFrame, groups: dict[tuple, list[dict[str, Any]]]
     df["in-dist scenario"] = names
     df["mIoU in-dist"] = values
     df["drop"] = np.array(values, dtype=float) - np.array(here, dtype=float)
-    has = ~np.isnan(df["mIoU in-dist"].to_numpy(dtype=float))
+    has = ~np.isnan(df["mIoU in-dist"].to_numpy(dtype=float)) & df["ranked"].to_numpy(dtype=bool)
     df["rank in-dist"] = pd.Series(df["mIoU in-dist"].where(has).rank(ascending=False, method="min"), dtype="Int64")
     df["rank"] = pd.Series(pd.Series(here, dtype=float).where(has).rank(ascending=False, method="min"), dtype="Int64")
 
@@ -289,6 +326,8 @@ def versus_best(row: pd.Series) -> str:
     """The ``vs best`` cell: ``best``, ``tied (p 0.31)``, or ``-0.081 [-0.152, -0.020]`` (this - best)."""
     if row.get("tied") == "best":
         return "best"
+    if row.get("trained on") == SAME_AS_REFERENCE:
+        return "not ranked"
     if row.get("tied") not in ("yes", "no"):
         return ""
     d, lo, hi = -row["best - this"], -row["best - this high"], -row["best - this low"]
@@ -300,6 +339,7 @@ def display(df: pd.DataFrame) -> pd.DataFrame:
     """The leaderboard as shown in Markdown and HTML: means with intervals, the tie column, ranks."""
     classes = [c for c in df.columns if c.startswith("IoU ") and not c.endswith(" ci95")]
     out = df[KEYS if df["recipe"].astype(bool).any() else KEYS[:3]].copy()
+    out["mode"], out["trained on"] = df["mode"], df["trained on"]
     for c in [*classes, "mIoU", "accuracy"]:
         out[c] = [fmt(m, h) for m, h in zip(df[c], df[f"{c} ci95"])]
     vs = [versus_best(r) for _, r in df.iterrows()]
@@ -330,7 +370,28 @@ def markdown(name: str, results: list[dict[str, Any]], df: pd.DataFrame, command
                   in_dist="mIoU in-dist" in df, tau=kendall_tau(df), table=display(df).to_markdown(index=False, missingval=""),
                   leading=[(row_name(a), row_name(b), c) for a, b, c in leading_comparisons(df, row_groups(results))],
                   warnings=list(twins), merged=list(merged), single_seed=single_seed(df, results),
+                  pretrained=pretrained_models(results), unranked=not df["ranked"].all(),
                   commands=sorted({r.get("command", "?") for r in results}))
+
+
+def pretrained_models(results: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The pretrained models on a board, each once: name, framework, what it was trained on, citation."""
+    seen: dict[str, dict[str, str]] = {}
+    for r in results:
+        c = (r.get("model") or {}).get("contract") or {}
+        if mode_of(r) != "trained" and r["config"]["model"] not in seen:
+            seen[r["config"]["model"]] = {"name": r["config"]["model"], "framework": c.get("framework", "?"),
+                                          "trained_on": c.get("trained_on", "?"), "citation": c.get("citation", ""),
+                                          "missing": ", ".join(missing_groups(r))}
+    return sorted(seen.values(), key=lambda d: d["name"])
+
+
+def missing_groups(r: dict[str, Any]) -> list[str]:
+    """Groups of the board's label space that the model's outputs never predict (it scores 0 there)."""
+    outputs = ((r.get("model") or {}).get("contract") or {}).get("outputs") or {}
+    predicted = {min(classes, key=CLASSES.index) for classes in outputs.values() if classes != ["nodata"]}
+    space = r["metrics"].get("label_space", {})
+    return [g for g, members in space.items() if not predicted & set(members)]
 
 
 def row_groups(results: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:

@@ -46,18 +46,18 @@ class Grid:
         model can be trained; a model trained here skips ``native``."""
         axes = {"model": expand("model", self.models), "norm": expand("norm", self.norms),
                 "adapter": expand("adapter", self.adapts), "scenario": expand("scenario", self.scenarios)}
-        return [replace(self.base, model=m, norm=n, adapt=a, scenario=s, seed=seed)
-                for s in axes["scenario"] for m in axes["model"] for n, seeds in self.cells_of(m, axes["norm"])
+        return [replace(self.base, model=m, norm=n, adapt=a, scenario=s, seed=seed, finetune=tune)
+                for s in axes["scenario"] for m in axes["model"] for n, seeds, tune in self.cells_of(m, axes["norm"])
                 for seed in seeds for a in axes["adapter"]]
 
-    def cells_of(self, model: str, norms: list[str]) -> list[tuple[str, list[int]]]:
-        """(normalizer, seeds) pairs that ``model`` runs with (see :meth:`configs`)."""
+    def cells_of(self, model: str, norms: list[str]) -> list[tuple[str, list[int], bool]]:
+        """(normalizer, seeds, fine-tune) that ``model`` runs with (see :meth:`configs`)."""
         contract = contract_of(get_registry().get("model", model))
         if not contract.pretrained:
-            return [(n, self.seed_list()) for n in norms if n != NATIVE]
+            return [(n, self.seed_list(), False) for n in norms if n != NATIVE]
         if self.base.finetune and contract.trainable:
-            return [(n, self.seed_list()) for n in norms]
-        return [(NATIVE, self.seed_list()[:1])]  # zero-shot: deterministic, one run
+            return [(n, self.seed_list(), True) for n in norms]
+        return [(NATIVE, self.seed_list()[:1], False)]  # zero-shot: deterministic, one run
 
 
 def expand(kind: str, spec: str) -> list[str]:
