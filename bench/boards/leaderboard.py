@@ -130,6 +130,7 @@ def table(results: list[dict[str, Any]], every: list[dict[str, Any]] | None = No
         row.update({"mode": mode_of(rs[0]), "trained on": trained_on(rs[0]),
                     "runs": len(rs), "seeds": ",".join(str(s) for s in sorted({r["seed"] for r in rs})),
                     "steps": ",".join(sorted({str((r.get("train") or {}).get("steps")) for r in rs})),
+                    "train s": float(np.mean([(r.get("train") or {}).get("train_s") or 0.0 for r in rs])),
                     "reference": rs[0]["scenario"].get("reference", "?"),
                     "commit": ",".join(sorted({_commit(r) for r in rs}))})
         rows.append(row)
@@ -353,7 +354,11 @@ def display(df: pd.DataFrame) -> pd.DataFrame:
         out["drop"] = [fmt(v) for v in df["drop"]]
         out["rank in-dist → here"] = [f"{a} → {b}" if not pd.isna(a) else ""
                                       for a, b in zip(df["rank in-dist"], df["rank"])]
-    for c in ("runs", "seeds", "steps", "reference", "commit"):
+    for c in ("runs", "seeds", "steps"):
+        out[c] = df[c]
+    if "train s" in df:  # the cost of training or fine-tuning, beside its gain (0 for zero-shot)
+        out["train s"] = [f"{v:.0f}" for v in df["train s"]]
+    for c in ("reference", "commit"):
         out[c] = df[c]
     return out
 
