@@ -220,7 +220,8 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     s = sweep(grid, launcher, leaderboards=args.leaderboards or True, command=shlex.join(["bench", *argv]),
               progress=not args.quiet)
     print(f"\n{s.cells} cells: {s.done_before} cached, {s.ran} run now, {len(s.failed)} failed; "
-          f"{s.models_to_train} models trained, {s.models_reused} reused; {s.wall_s:.0f} s")
+          f"{s.models_to_train} models trained, {s.models_reused} reused"
+          + (f", {s.pretrained} pretrained run zero-shot" if s.pretrained else "") + f"; {s.wall_s:.0f} s")
     for p in s.leaderboards:
         print(f"leaderboard: {p}")
     for f in s.failed:

@@ -41,6 +41,7 @@ class Summary:
     failed: list[str]  # result paths that are still missing
     models_to_train: int  # models the sweep had to train (not found finished at its start)
     models_reused: int  # finished models found at the start and reused
+    pretrained: int = 0  # pretrained models run zero-shot (nothing to train)
     wall_s: float
     leaderboards: list[Path]
     folder: Path | None
@@ -59,6 +60,7 @@ def sweep(grid: Grid, launcher: Any = None, leaderboards: str | Path | bool = Tr
     pending = [p for p in cells if not p.done]
     todo = groups(pending)
     to_train = sum(1 for ps in todo.values() if not ps[0].trained)
+    zero_shot = sum(1 for ps in todo.values() if ps[0].mode == "zero-shot")
     folder = write_cells(out / "sweeps", cells, command)
     print(f"{len(cells)} cells: {len(cells) - len(pending)} cached, {len(pending)} to run in {len(todo)} jobs "
           f"({to_train} models to train); {launcher.kind} launcher, {launcher.jobs} at a time; logs in {folder}",
@@ -71,7 +73,7 @@ def sweep(grid: Grid, launcher: Any = None, leaderboards: str | Path | bool = Tr
         boards = write_leaderboards(out, dest, scenarios=sorted({p.scenario.name for p in cells}), command=command)
     failed = [str(p.result_path) for p in cells if not p.result_path.exists()]
     return Summary(len(cells), len(cells) - len(pending), len(pending) - len(failed), failed, to_train,
-                   len(todo) - to_train, time.perf_counter() - t0, boards, folder)
+                   len(todo) - to_train - zero_shot, time.perf_counter() - t0, boards, folder, zero_shot)
 
 
 def write_cells(sweeps: Path, cells: list[Plan], command: str) -> Path:
