@@ -282,3 +282,25 @@ def test_sweep_runs_pretrained_models_once_and_where_they_can(capsys):
                  seeds=1, base=RunConfig(finetune=True))
     assert [(c.model, c.norm) for c in tuned.configs()] == [("dl_l8s2_uv_6b", "native"), ("dl_l8s2_uv_6b", "percentile"),
                                                             ("ukis_csmask_6b_l1c", "native")]
+
+
+def test_bench_list_models_shows_framework_and_mode(capsys):
+    from bench.cli import main
+
+    assert main(["list", "models"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert lines["unet_mnv2"].endswith("[pytorch; trained here]")
+    assert lines["s2cloudless"].endswith("[lightgbm; pretrained: zero-shot]")
+    assert lines["dl_l8s2_uv_6b"].endswith("pretrained: zero-shot + fine-tune]")
+    assert "[onnx; pretrained: zero-shot]" in lines["ukis_csmask_6b_l1c"]
+
+
+def test_every_model_contract_parses_and_names_real_bands():
+    from bench.data.datasets.base import check_bands
+
+    for entry in get_registry().entries("model"):
+        contract = contract_of(entry)
+        if contract.pretrained:
+            check_bands(list(contract.bands), entry.name)
+            assert contract.weights or contract.framework == "rules", entry.name
+            assert len(contract.output_names) == len(contract.outputs.codes), entry.name
