@@ -176,6 +176,94 @@ def test_sentinelhub_request_payload_is_built_offline():
     assert [r["identifier"] for r in body["output"]["responses"]] == ["bands", "clm"]
 
 
+def _evalscript_inputs(script: str) -> dict[str, str]:
+    """{band: unit} from an evalscript's setup() input, as the service reads it."""
+    import re
+
+    bands = re.search(r"bands: \[([^\]]*)\], units: \[([^\]]*)\]", script)
+    names = [b.strip().strip('"') for b in bands.group(1).split(",")]
+    units = [u.strip().strip('"') for u in bands.group(2).split(",")]
+    assert len(names) == len(units)
+    return dict(zip(names, units))
+
+
+def test_evalscript_units_are_what_sentinelhub_defines_for_each_band():
+    """Checked against sentinelhub-py's own band metadata (DataCollection.SENTINEL2_L1C.bands / .metabands),
+    not against our assumptions: CLM and dataMask exist only in DN."""
+    from sentinelhub import DataCollection
+
+    body = load_dataset("sentinelhub_latvia_aug").request().download_list[0].post_values
+    inputs = _evalscript_inputs(body["evalscript"])
+    allowed = {b.name: {u.value for u in b.units} for b in (*DataCollection.SENTINEL2_L1C.bands,
+                                                            *DataCollection.SENTINEL2_L1C.metabands)}
+    assert set(inputs) == {*S2, "CLM", "dataMask"}
+    assert all(unit in allowed[band] for band, unit in inputs.items())
+    assert (inputs["CLM"], inputs["dataMask"], inputs["B04"]) == ("DN", "DN", "REFLECTANCE")
+
+
+def test_cdse_accounts_get_the_collection_from_their_base_url():
+    from sentinelhub import SHConfig
+
+    from bench.data.datasets.sentinelhub import CDSE_URL
+
+    ds = load_dataset("sentinelhub_latvia_aug")
+    cdse = SHConfig(sh_base_url=CDSE_URL, sh_token_url=CDSE_URL.replace("sh.", "identity.") + "/auth")
+    assert ds.request(cdse).download_list[0].url.startswith(CDSE_URL)
+    assert ds.request(SHConfig()).download_list[0].url.startswith("https://services.sentinel-hub.com")
+
+
+def _stac(day: str, cloud: float, tile: str = "34VFJ") -> dict:
+    """A Catalog API item in the shape the service returns (fields: id, properties.datetime, eo:cloud_cover)."""
+    stamp = day.replace("-", "")
+    return {"id": f"S2A_MSIL1C_{stamp}T094031_N0511_R036_T{tile}_{stamp}T114016.SAFE",
+            "properties": {"datetime": f"{day}T09:50:21Z", "eo:cloud_cover": cloud}}
+
+
+def test_one_acquisition_is_chosen_by_the_declared_rule():
+    from bench.data.datasets.sentinelhub import choose_acquisition, tile_of
+
+    items = [_stac("2024-08-02", 3.0), _stac("2024-08-12", 45.0), _stac("2024-08-15", 95.0), _stac("2024-08-22", 30.0)]
+    chosen = choose_acquisition(items, (20, 80), "2024-08-16")
+    assert chosen["properties"]["datetime"].startswith("2024-08-12") and tile_of(chosen["id"]) == "34VFJ"
+    with pytest.raises(DataError, match=r"no acquisition with cloud cover in \[99.*2024-08-02 \(3.0 %\).*pin one"):
+        choose_acquisition(items, (99, 100), "2024-08-16")
+
+
+def test_the_chosen_acquisition_is_pinned_in_the_cache_and_the_request(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLOUDBENCH_DATA", str(tmp_path))
+    ds = load_dataset("sentinelhub_latvia_aug")
+    body = ds.request(day="2024-08-12").download_list[0].post_values
+    time_range = body["input"]["data"][0]["dataFilter"]["timeRange"]
+    assert time_range["from"].startswith("2024-08-12") and time_range["to"].startswith("2024-08-12")
+    item = _stac("2024-08-12", 45.0)
+    ds.write_cache(np.full((4, 5, 13), 0.1, np.float32), np.zeros((4, 5), np.uint8),
+                   {"datetime": item["properties"]["datetime"], "id": item["id"], "cloud_cover": 45.0, "rule": "r"})
+    meta = load_dataset("sentinelhub_latvia_aug").scene_meta("scene")
+    assert meta["acquired"].startswith("2024-08-12") and meta["tile"] == "34VFJ" and meta["product_id"] == item["id"]
+
+
+def test_a_refused_request_shows_the_services_reason(tmp_path, monkeypatch):
+    from sentinelhub import SentinelHubRequest
+    from sentinelhub.exceptions import DownloadFailedException
+
+    from bench.data.datasets.sentinelhub import SentinelHubScene
+
+    monkeypatch.setenv("CLOUDBENCH_DATA", str(tmp_path))
+    monkeypatch.setenv("SH_CLIENT_ID", "id-1234")
+    monkeypatch.setenv("SH_CLIENT_SECRET", "secret-5678")
+    monkeypatch.setenv("SH_CONFIG_HOME", str(tmp_path / "shconfig"))
+    monkeypatch.setattr(SentinelHubScene, "acquisition", lambda self, config: {"datetime": "2024-08-12", "id": None})
+
+    def refuse(self, **kwargs):
+        raise DownloadFailedException('Failed to download with HTTPError: 400. Server response: "Band CLM: '
+                                      'units REFLECTANCE not supported" (client secret-5678)')
+
+    monkeypatch.setattr(SentinelHubRequest, "get_data", refuse)
+    with pytest.raises(DataError, match="Server response: \"Band CLM: units REFLECTANCE not supported") as err:
+        load_dataset("sentinelhub_latvia_aug").read("scene", S2)
+    assert "secret-5678" not in str(err.value)
+
+
 def test_wrong_files_in_the_data_root(tmp_path, monkeypatch):
     monkeypatch.setenv("CLOUDBENCH_DATA", str(tmp_path))
     part = tmp_path / "cloudsen12" / "cloudsen12-l1c.0000.part.taco"
