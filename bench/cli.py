@@ -131,6 +131,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     dsub.add_parser("info", help="every dataset, its reference type and whether its data is found")
     dl = dsub.add_parser("download", help="fetch a dataset into the data root (needs internet)")
     dl.add_argument("name", help="cloudsen12, copernicus_cloud_s2, or a sentinelhub dataset")
+    dl.add_argument("--dry-run", action="store_true", help="print what would be fetched (files and sizes, or the "
+                    "Sentinel Hub request with its evalscript); fetch nothing")
     vf = dsub.add_parser("verify", help="check downloaded files against their SHA256SUMS")
     vf.add_argument("name")
     ck = dsub.add_parser("check", help="validate every file of a dataset TOML and print a summary table")
@@ -239,6 +241,9 @@ def cmd_data(args: argparse.Namespace) -> int:
         catalog.print_table(catalog.info())
         return 0
     if args.data_command == "download":
+        if args.dry_run:
+            print(catalog.dry_run(args.name))
+            return 0
         for path in catalog.download(args.name, args.data_root):
             print(path)
         return 0

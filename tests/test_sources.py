@@ -264,6 +264,42 @@ def test_a_refused_request_shows_the_services_reason(tmp_path, monkeypatch):
     assert "secret-5678" not in str(err.value)
 
 
+def test_download_dry_run_prints_the_sentinelhub_request_without_credentials(monkeypatch, capsys, tmp_path):
+    import json
+
+    monkeypatch.setenv("SH_CLIENT_ID", "id-1234")
+    monkeypatch.setenv("SH_CLIENT_SECRET", "secret-5678")
+    monkeypatch.setenv("SH_CONFIG_HOME", str(tmp_path / "shconfig"))
+    assert main(["data", "download", "sentinelhub_latvia_aug", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    body = json.loads(out[out.index("{"):out.index("evalscript, as the service reads it:")])
+    assert _evalscript_inputs(body["evalscript"])["CLM"] == "DN" and "Catalog API" in out
+    assert "secret-5678" not in out and "id-1234" not in out
+
+
+def test_downloads_cannot_pass_empty(tmp_path, monkeypatch):
+    from bench.data import download as dl
+
+    folder = tmp_path / "cloudsen12"
+    folder.mkdir()
+    (folder / dl.MANIFEST).write_text("")
+    with pytest.raises(DataError, match="lists no files"):
+        dl.verify("cloudsen12", str(tmp_path))
+
+    class Hub:  # the hub answers, but nothing matches the pattern
+        def list_repo_tree(self, *a, **k):
+            return []
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Hub)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: str(folder))
+    with pytest.raises(DataError, match="matched no file"):
+        dl.download("cloudsen12", str(tmp_path))
+    with pytest.raises(DataError, match="matches 'cloudsen12-l1c"):
+        dl.dry_run("cloudsen12")
+
+
 def test_wrong_files_in_the_data_root(tmp_path, monkeypatch):
     monkeypatch.setenv("CLOUDBENCH_DATA", str(tmp_path))
     part = tmp_path / "cloudsen12" / "cloudsen12-l1c.0000.part.taco"

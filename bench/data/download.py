@@ -56,6 +56,51 @@ def download(name: str, root: str | None = None) -> list[Path]:
     raise BenchError(f"dataset {name!r} has nothing to download (it is embedded or read from your own files)")
 
 
+def dry_run(name: str) -> str:
+    """What ``bench data download NAME`` would fetch, without fetching: files and sizes (CloudSEN12+, which
+    asks the hub for the listing), the pinned archive (Copernicus-Bench), or the full request JSON with its
+    evalscript (Sentinel Hub; the body holds no credentials)."""
+    import json
+
+    if name in ("cloudsen12", "cloudsen12_l1c"):
+        files = _cloudsen12_listing()
+        total = sum(size for _, size, _ in files)
+        lines = [f"{path}  {size / 1e9:.2f} GB  sha256 {sha}" for path, size, sha in files]
+        return "\n".join([f"{CLOUDSEN12_REPO} (Hugging Face dataset), {len(files)} files, {total / 1e9:.1f} GB:", *lines])
+    if name == "copernicus_cloud_s2":
+        from torchgeo.datasets import CopernicusBenchCloudS2 as C
+
+        return f"{C.url}\n  md5 {C.md5}, unpacked into <data root>/copernicus_bench/{C.directory}"
+    ds = load_dataset(name)
+    if not hasattr(ds, "request"):
+        raise BenchError(f"dataset {name!r} has nothing to download (it is embedded or read from your own files)")
+    from sentinelhub import SHConfig
+
+    config = SHConfig()
+    request = ds.request(config).download_list[0]
+    rule = f"pinned date {ds.date}" if ds.date else (f"Catalog API: acquisitions in {'/'.join(ds.time_interval)} with "
+                                                     f"cloud cover in {list(ds.cloud_cover)} %, closest to {ds.target_date}")
+    return "\n".join([f"acquisition: {rule} (the request below then covers that day only)",
+                      f"POST {request.url}", json.dumps(request.post_values, indent=2),
+                      "evalscript, as the service reads it:", request.post_values["evalscript"]])
+
+
+def _cloudsen12_listing() -> list[tuple[str, int, str]]:
+    """(path, bytes, sha256) of every CloudSEN12+ file the download takes; none matching is an error."""
+    from huggingface_hub import HfApi
+
+    try:
+        tree = HfApi().list_repo_tree(CLOUDSEN12_REPO, repo_type="dataset")
+        files = [(p.path, p.size, p.lfs.sha256) for p in tree
+                 if getattr(p, "lfs", None) and Path(p.path).match(CLOUDSEN12_FILES)]
+    except Exception as err:
+        raise DataError(f"listing {CLOUDSEN12_REPO} on the Hugging Face hub failed ({type(err).__name__}); "
+                        "this needs internet") from None
+    if not files:
+        raise DataError(f"no file of {CLOUDSEN12_REPO} matches {CLOUDSEN12_FILES!r}: the repository's layout changed")
+    return sorted(files)
+
+
 def _download_cloudsen12(folder: Path) -> list[Path]:
     from huggingface_hub import HfApi, snapshot_download
 
@@ -67,6 +112,9 @@ def _download_cloudsen12(folder: Path) -> list[Path]:
         raise DataError(f"downloading CloudSEN12+ from the Hugging Face repository {CLOUDSEN12_REPO} failed "
                         f"({type(err).__name__}); this needs internet. Run it again to resume.") from None
     files = sorted(folder.glob(CLOUDSEN12_FILES))
+    if not files or not remote:
+        raise DataError(f"the download of {CLOUDSEN12_REPO} matched no file {CLOUDSEN12_FILES!r} in {folder}; "
+                        "nothing was fetched (the repository's layout changed?)")
     sums = {}
     for f in files:
         sums[f.name] = sha256(f)
@@ -83,8 +131,11 @@ def verify(name: str, root: str | None = None) -> list[dict[str, Any]]:
     manifest = folder / MANIFEST
     if not manifest.exists():
         raise DataError(f"no {MANIFEST} in {folder}: download the dataset with `bench data download {name}` first")
+    lines = [line for line in manifest.read_text().splitlines() if line.strip()]
+    if not lines:
+        raise DataError(f"{manifest} lists no files: the download fetched nothing; run it again")
     rows = []
-    for line in manifest.read_text().splitlines():
+    for line in lines:
         expected, fname = line.split(maxsplit=1)
         path = folder / fname
         status = "missing" if not path.exists() else ("ok" if sha256(path) == expected else "CHECKSUM MISMATCH")
