@@ -41,10 +41,10 @@ class Summary:
     failed: list[str]  # result paths that are still missing
     models_to_train: int  # models the sweep had to train (not found finished at its start)
     models_reused: int  # finished models found at the start and reused
-    pretrained: int = 0  # pretrained models run zero-shot (nothing to train)
     wall_s: float
     leaderboards: list[Path]
     folder: Path | None
+    pretrained: int = 0  # pretrained models run zero-shot (nothing to train)
 
 
 def sweep(grid: Grid, launcher: Any = None, leaderboards: str | Path | bool = True, command: str | None = None,
