@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pytest
+from pathlib import Path
 
 from bench.data.download import check
 from bench.cli import main
@@ -407,3 +408,60 @@ def test_a_users_drawn_mask_replaces_the_clm_reference(tmp_path, eolearn, monkey
     scene = ds.read("scene", S2)
     assert ds.reference == "human" and (scene.codes[:50] == 2).all() and ds.labels.finest_space().names == [
         "clear", "thick_cloud", "thin_cloud", "cloud_shadow"]
+
+
+FIGURE04 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cloudsen12_figure04"
+needs_figure04 = pytest.mark.skipif(not FIGURE04.is_dir(), reason="needs ../shared/data/cloudsen12_figure04 "
+                                    "(CC BY-NC 4.0, not shipped; `bench data download cloudsen12_figure04`)")
+
+
+@needs_figure04
+def test_figure04_patches_read_with_their_human_labels(monkeypatch):
+    monkeypatch.setenv("CLOUDBENCH_DATA", str(FIGURE04.parent))
+    hq, sc = load_dataset("cloudsen12_figure04_hq"), load_dataset("cloudsen12_figure04_sc")
+    assert hq.scene_ids() == [f"ROI_1746/{c}" for c in ("almost-clear", "clear", "cloudy", "low-cloudy",
+                                                         "mid-cloudy")] + ["ROI_4683/clear"]
+    assert len(sc.scene_ids()) == 10 and all(s.split("/")[0] in ("ROI_1746", "ROI_2507") for s in sc.scene_ids())
+    mid = hq.read("ROI_1746/mid-cloudy", ["B02", "B03", "B04"])
+    assert mid.valid.all() and sorted(np.unique(mid.codes)) == [0, 1, 2, 3]
+    # PROVENANCE.md: DN means B04/B03/B02 2789/2257/2162, stored in that order
+    np.testing.assert_allclose(np.nanmean(mid.image, axis=(1, 2)), [0.2162, 0.2257, 0.2789], atol=5e-4)
+    cloudy = sc.read("ROI_2507/cloudy", ["B02", "B03", "B04"])
+    labelled = 2808 + 1239 + 6554  # codes 1, 2, 3; the undefined 4, 5, 6 and unscribbled pixels are nodata
+    assert int(cloudy.valid.sum()) == labelled and set(np.unique(cloudy.codes[cloudy.valid])) == {1, 2, 3}
+
+
+@needs_figure04
+def test_figure04_download_checks_every_file_against_the_pinned_sha256(tmp_path, monkeypatch):
+    """Served from a folder in the upstream layout (ROI_1746 one level deeper, under high/)."""
+    import shutil
+
+    from bench.data import download as dl
+
+    upstream = tmp_path / "upstream"
+    for f in FIGURE04.rglob("*.tif"):
+        rel = f.relative_to(FIGURE04).as_posix().replace("ROI_1746/", "ROI_1746/high/", 1)
+        (upstream / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, upstream / rel)
+    monkeypatch.setattr(dl, "FIGURE04_BASE", upstream.as_uri() + "/")
+    files = dl.download("cloudsen12_figure04", str(tmp_path / "data"))
+    assert len(files) == 31 and all(r["status"] == "ok" for r in dl.verify("cloudsen12_figure04", str(tmp_path / "data")))
+    (upstream / "ROI_2507" / "cloudy" / "manual_sc.tif").write_bytes(b"not the file")
+    (tmp_path / "data" / "cloudsen12_figure04" / "ROI_2507" / "cloudy" / "manual_sc.tif").unlink()
+    with pytest.raises(DataError, match="sha256 differs from the pinned"):
+        dl.download("cloudsen12_figure04", str(tmp_path / "data"))
+    assert not (tmp_path / "data" / "cloudsen12_figure04" / "ROI_2507" / "cloudy" / "manual_sc.tif").exists()
+
+
+@needs_figure04
+@pytest.mark.parametrize("scenario,test_scenes,groups", [
+    ("rgb_cross", 6, ["clear", "cloud", "cloud_shadow"]),
+    ("cloudsen12_acquisitions", 2, ["clear", "thick_cloud", "thin_cloud", "cloud_shadow"]),
+    ("rgb_scribble", 5, ["clear", "cloud", "cloud_shadow"]),
+])
+def test_figure04_scenarios_plan_with_a_human_reference_on_both_sides(scenario, test_scenes, groups, tmp_path):
+    from bench.run.plan import RunConfig, plan
+
+    p = plan(RunConfig(scenario=scenario, data_root=str(FIGURE04.parent), out=str(tmp_path)))
+    assert len(p.splits["test"].refs) == test_scenes and p.space.names == groups
+    assert p.splits["train"].reference == p.splits["test"].reference == "human" and p.bands == ("B02", "B03", "B04")

@@ -23,6 +23,10 @@ from bench.core.registry import get_registry
 CLOUDSEN12_REPO = "tacofoundation/cloudsen12"
 CLOUDSEN12_FILES = "cloudsen12-l1c.*.part.taco"
 MANIFEST = "SHA256SUMS"
+#: the CloudSEN12 paper's figure-4 patches: pinned commit of github.com/cloudsen12/figures and their sha256
+FIGURE04_BASE = ("https://raw.githubusercontent.com/cloudsen12/figures/f66e5378da48be606aacd0367e3e68249f22b030/"
+                 "figure04/figures/")
+FIGURE04_SUMS = Path(__file__).resolve().parent / "manifests" / "cloudsen12_figure04.sha256"
 
 
 def _root(root: str | None) -> Path:
@@ -38,6 +42,8 @@ def download(name: str, root: str | None = None) -> list[Path]:
     root_path.mkdir(parents=True, exist_ok=True)
     if name in ("cloudsen12", "cloudsen12_l1c"):
         return _download_cloudsen12(root_path / "cloudsen12")
+    if name.startswith("cloudsen12_figure04"):
+        return _download_figure04(root_path / "cloudsen12_figure04")
     if name == "copernicus_cloud_s2":
         from torchgeo.datasets import CopernicusBenchCloudS2
 
@@ -67,6 +73,8 @@ def dry_run(name: str) -> str:
         total = sum(size for _, size, _ in files)
         lines = [f"{path}  {size / 1e9:.2f} GB  sha256 {sha}" for path, size, sha in files]
         return "\n".join([f"{CLOUDSEN12_REPO} (Hugging Face dataset), {len(files)} files, {total / 1e9:.1f} GB:", *lines])
+    if name.startswith("cloudsen12_figure04"):
+        return "\n".join(f"{url}  sha256 {sha}" for _, url, sha in figure04_files())
     if name == "copernicus_cloud_s2":
         from torchgeo.datasets import CopernicusBenchCloudS2 as C
 
@@ -101,6 +109,43 @@ def _cloudsen12_listing() -> list[tuple[str, int, str]]:
     return sorted(files)
 
 
+def figure04_files() -> list[tuple[str, str, str]]:
+    """(local path, URL at the pinned commit, sha256) of the 31 figure-4 files. Upstream keeps ROI_1746's
+    acquisitions one level deeper, under ``high/``."""
+    rows = []
+    for line in FIGURE04_SUMS.read_text().splitlines():
+        sha, path = line.split(maxsplit=1)
+        remote = path.replace("ROI_1746/", "ROI_1746/high/", 1)
+        rows.append((path, FIGURE04_BASE + remote, sha))
+    if not rows:
+        raise DataError(f"{FIGURE04_SUMS} lists no files")
+    return rows
+
+
+def _download_figure04(folder: Path) -> list[Path]:
+    """Fetch the figure-4 files from the pinned commit; each is checked against its sha256 before it is kept."""
+    import urllib.request
+
+    written = []
+    for path, url, sha in figure04_files():
+        target = folder / path
+        if not (target.exists() and sha256(target) == sha):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            part = target.with_suffix(".part")
+            try:
+                with urllib.request.urlopen(url, timeout=30) as response, open(part, "wb") as out:
+                    out.write(response.read())
+            except OSError as err:
+                raise DataError(f"downloading {url} failed ({err}); this needs internet. Run it again to resume") from None
+            if sha256(part) != sha:
+                part.unlink()
+                raise DataError(f"{url}: sha256 differs from the pinned {sha}; nothing kept")
+            part.replace(target)
+        written.append(target)
+    (folder / MANIFEST).write_text(FIGURE04_SUMS.read_text())
+    return written
+
+
 def _download_cloudsen12(folder: Path) -> list[Path]:
     from huggingface_hub import HfApi, snapshot_download
 
@@ -127,7 +172,8 @@ def _download_cloudsen12(folder: Path) -> list[Path]:
 
 def verify(name: str, root: str | None = None) -> list[dict[str, Any]]:
     """Check a downloaded dataset's files against their ``SHA256SUMS`` (or that every file opens)."""
-    folder = _root(root) / ("cloudsen12" if name in ("cloudsen12", "cloudsen12_l1c") else name)
+    folder = _root(root) / ("cloudsen12" if name in ("cloudsen12", "cloudsen12_l1c") else
+                            "cloudsen12_figure04" if name.startswith("cloudsen12_figure04") else name)
     manifest = folder / MANIFEST
     if not manifest.exists():
         raise DataError(f"no {MANIFEST} in {folder}: download the dataset with `bench data download {name}` first")

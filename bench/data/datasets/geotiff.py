@@ -7,7 +7,9 @@ import glob
 from pathlib import Path
 from typing import Any
 
-from bench.data.datasets.base import Dataset, SceneData, open_raster
+import numpy as np
+
+from bench.data.datasets.base import Dataset, SceneData, data_root, missing_data, open_raster
 from bench.core.errors import DataError
 from bench.core.registry import register
 
@@ -15,34 +17,57 @@ from bench.core.registry import register
 class GeoTiffDataset(Dataset):
     """Images matched to masks by file stem: ``images = "images/*.tif"``, ``masks = "masks/{stem}.tif"``.
 
-    Paths are relative to ``root`` (default: the folder of the TOML file). Each image's bands are in
-    the declared ``bands`` order; the acquisition time comes from the GeoTIFF tag ``ACQUIRED`` if set.
+    Paths are relative to ``root``: the folder of the TOML file by default, or ``data:<folder>`` under
+    the data root (downloaded data). Each image's bands are in the declared ``bands`` order; the
+    acquisition time comes from the GeoTIFF tag ``ACQUIRED`` if set. Templates may use ``{stem}``,
+    ``{name}`` and ``{dir}`` (the image's folder relative to ``root``): ``scene_id = "{dir}"`` names scenes
+    by folder where every image is ``S2L1C.tif``. ``skip_unlabelled`` leaves out images without a mask;
+    ``mask_nodata_code`` is the label code given to the mask file's own nodata value (unlabelled pixels).
     """
 
-    def __init__(self, *, images: str, masks: str, root: str = ".", **common: Any) -> None:
-        """``images``: a glob; ``masks``: a template with ``{stem}`` / ``{name}``; both under ``root``."""
+    def __init__(self, *, images: str, masks: str, root: str = ".", scene_id: str = "{stem}",
+                 skip_unlabelled: bool = False, mask_nodata_code: int | None = None, **common: Any) -> None:
+        """``images``: a glob; ``masks``: a template; both under ``root``."""
         super().__init__(**common)
-        self.root = (Path(self.origin).parent / root).resolve()
-        self.images_glob, self.masks_template = images, masks
+        self.root_spec = root
+        self.images_glob, self.masks_template, self.id_template = images, masks, scene_id
+        self.skip_unlabelled, self.mask_nodata_code = skip_unlabelled, mask_nodata_code
         self._scenes: dict[str, tuple[Path, Path]] | None = None
+
+    @property
+    def root(self) -> Path:
+        """The folder the globs are under (``data:<folder>``: under the data root, which must exist)."""
+        if not self.root_spec.startswith("data:"):
+            return (Path(self.origin).parent / self.root_spec).resolve()
+        base = data_root()
+        folder = base / self.root_spec[5:] if base else None
+        if folder is None or not folder.is_dir():
+            raise missing_data(self.name, folder, self.name)
+        return folder
 
     def _index(self) -> dict[str, tuple[Path, Path]]:
         if self._scenes is None:
-            images = sorted(Path(p) for p in glob.glob(str(self.root / self.images_glob)))
+            root = self.root
+            images = sorted(Path(p) for p in glob.glob(str(root / self.images_glob)))
             if not images:
-                raise DataError(f"dataset {self.name!r}: no image matches {self.root / self.images_glob}; "
+                raise DataError(f"dataset {self.name!r}: no image matches {root / self.images_glob}; "
                                 "check 'root' and 'images' in its TOML")
             self._scenes = {}
             for img in images:
-                mask = self.root / self.masks_template.format(stem=img.stem, name=img.name)
-                if mask.resolve() == img.resolve():
+                fields = {"stem": img.stem, "name": img.name, "dir": img.parent.relative_to(root).as_posix()}
+                mask = root / self.masks_template.format(**fields)
+                if mask.resolve() == img.resolve() or (self.skip_unlabelled and not mask.exists()):
                     continue
                 if not mask.exists():
                     raise DataError(f"dataset {self.name!r}: image {img} has no mask at {mask}")
-                self._scenes[img.stem] = (img, mask)
+                self._scenes[self.id_template.format(**fields)] = (img, mask)
+            if not self._scenes:
+                raise DataError(f"dataset {self.name!r}: no image under {root} has a mask "
+                                f"({self.masks_template})")
         return self._scenes
 
     def available(self) -> str:
+        """Where the images are (``embedded`` for the samples shipped in the package)."""
         self._index()
         return "embedded" if "samples" in self.root.parts else str(self.root)
 
@@ -84,6 +109,8 @@ class GeoTiffDataset(Dataset):
             try:
                 raw = img.read([i + 1 for i in idx], window=win)
                 codes = msk.read(1, window=win)
+                if self.mask_nodata_code is not None and msk.nodata is not None:
+                    codes = np.where(codes == msk.nodata, self.mask_nodata_code, codes)
             except Exception as err:  # rasterio raises its own errors for truncated or corrupt files
                 raise DataError(f"{img_path}: cannot read ({err}); the file is truncated or corrupt") from None
             meta = {"acquired": img.tags().get("ACQUIRED"), "crs": str(img.crs) if img.crs else None,
