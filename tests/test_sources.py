@@ -16,7 +16,7 @@ from bench.cli import main
 from bench.data.datasets import load_dataset
 from bench.core.errors import DataError
 from bench.data.scenarios import load_scenario
-from conftest import UKIS_BANDS, write_dataset, write_scenario, write_tif
+from conftest import REPO, UKIS_BANDS, write_dataset, write_scenario, write_tif
 from taco_v1 import write_cloudsen12_part
 
 pytestmark = pytest.mark.filterwarnings("ignore:imagenet weights")
@@ -76,6 +76,40 @@ def test_cloudsen12_reads_through_tacoreader(cloudsen12_root, monkeypatch):
     np.testing.assert_allclose(scene.image[:, :101, :100], load_dataset("eolearn_slovenia").read("2015-08-30", S2).image,
                                atol=1e-6)
     assert [p.name for p in ds.files(sid)] == ["cloudsen12-l1c.0001.part.taco"]
+
+
+def test_cloudsen12_keeps_509_px_patches_unless_asked_and_reads_scribbles_as_sparse(tmp_path, eolearn, monkeypatch):
+    """A part in the published layout holding a 509 px patch (padded to 512), a 2000 px one (padded to 2048)
+    and a scribble-labelled one: the reader keeps the 509 px patches by default; scribbles' unlabelled
+    pixels (99) are nodata."""
+
+    img, clm = eolearn["2015-08-20"]
+    small = np.zeros((13, 512, 512), np.uint16)
+    small[:, :101, :100] = img
+    label = np.full((512, 512), 99, np.uint8)
+    label[:101, :100] = clm
+    scribble = np.full((512, 512), 99, np.uint8)
+    scribble[10:20, 10:60] = 1  # a few strokes
+    big = np.zeros((13, 2048, 2048), np.uint16)
+    big[:, :101, :100] = img
+    part = tmp_path / "cloudsen12" / "cloudsen12-l1c.0000.part.taco"
+    write_cloudsen12_part(part, [
+        {"image": small, "label": label, "id": "ROI_1__509", "real_proj_shape": 509, "tortilla:data_split": "test"},
+        {"image": big, "label": np.full((2048, 2048), 99, np.uint8), "id": "ROI_2__2000", "real_proj_shape": 2000,
+         "tortilla:data_split": "test"},
+        {"image": small, "label": scribble, "id": "ROI_3__sc", "label_type": "scribble", "tortilla:data_split": "test"}])
+    assert part.read_bytes()[:2] == b"WX" and int.from_bytes(part.read_bytes()[26:34], "little") > 200
+    monkeypatch.setenv("CLOUDBENCH_DATA", str(tmp_path))
+    ds = load_dataset("cloudsen12_l1c")
+    assert ds.scene_ids() == ["ROI_1__509", "ROI_3__sc"] and ds.scene_meta("ROI_1__509")["real_proj_shape"] == 509
+    sc = ds.read("ROI_3__sc", S2)
+    assert int(sc.valid.sum()) == 500 and (sc.codes[sc.valid] == 1).all()
+    both = tmp_path / "both.toml"
+    text = (REPO / "registry" / "datasets" / "cloudsen12_l1c.toml").read_text()
+    both.write_text(text.replace("patch_sizes = [509]", "patch_sizes = [509, 2000]").replace('name = "cloudsen12_l1c"', 'name = "both"'))
+    assert load_dataset(str(both)).scene_ids() == ["ROI_1__509", "ROI_2__2000", "ROI_3__sc"]
+    scenario = load_scenario("cloudsen12_scribble")
+    assert scenario.sources["test"].select(ds) == ["ROI_3__sc"]
 
 
 def test_cloudsen12_splits_and_months_select_from_metadata(cloudsen12_root, monkeypatch):
@@ -309,7 +343,7 @@ def test_wrong_files_in_the_data_root(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="cannot read .* as TACO files .*holds other or damaged files"):
         load_dataset("cloudsen12_l1c").scene_ids()
     write_cloudsen12_part(part, [{"image": np.zeros((13, 8, 8), np.uint16), "label": np.zeros((8, 8), np.uint8),
-                                  "other": "x"}])
+                                  "other": "x"}], published_columns=False)
     with pytest.raises(DataError, match="not CloudSEN12\\+: no column 'tortilla:data_split'.*wrong files"):
         load_dataset("cloudsen12_l1c").scene_ids()
 

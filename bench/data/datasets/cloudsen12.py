@@ -1,9 +1,12 @@
 """CloudSEN12+ (the study's training data), ``type = "cloudsen12"``: the published TACO files ``cloudsen12-l1c.*.part.taco`` through ``tacoreader.v1``
-  (tacoreader 2.x reads the published v1 format there). Each row is one 509 x 509 L1C patch padded to
-  512 x 512 (the padding is nodata) with 13 bands B01..B12 (B8A after B08) in uint16 digital numbers
-  (reflectance = DN / 10,000) and a label GeoTIFF with codes 0 clear, 1 thick cloud, 2 thin cloud,
-  3 cloud shadow, 99 nodata. Row metadata used: ``tortilla:data_split`` (train / validation / test),
-  ``label_type`` (high / scribble / nolabel), ``stac:time_start``, ``roi_id``.
+  (tacoreader 2.x reads the published v1 format there). Each row is one L1C patch, 509 x 509 padded to
+  512 x 512 or 2000 x 2000 padded to 2048 x 2048 (``real_proj_shape`` says which; the padding is
+  nodata), with 13 bands B01..B12 (B8A after B08) in uint16 digital numbers (reflectance = DN / 10,000)
+  and a label GeoTIFF with codes 0 clear, 1 thick cloud, 2 thin cloud, 3 cloud shadow, 99 nodata. Row
+  metadata used: ``tortilla:data_split`` (train / validation / test), ``label_type`` (high / scribble /
+  nolabel; a scribble label is sparse, its unlabelled pixels are nodata), ``real_proj_shape``,
+  ``stac:time_start``, ``roi_id``. Only the patch sizes in ``patch_sizes`` are kept (default: the 509 px
+  patches, as the study used).
 
 Files are looked up under the data root (``--data-root`` or ``CLOUDBENCH_DATA``), or read remotely
 (``remote``) where there is internet. Without either, one message says how to get them.
@@ -43,10 +46,13 @@ class CloudSEN12(Dataset):
     """CloudSEN12+ patches: ``files`` (a glob under the data root) read with ``tacoreader.v1``; scene
     metadata ``split``, ``label_type``, ``acquired`` and ``roi_id`` come from the TACO table."""
 
-    def __init__(self, *, files: str, remote: str | None = None, download: str = "cloudsen12", **common: Any) -> None:
-        """``remote``: what tacoreader reads when no data root is set; ``download``: the dataset to fetch."""
+    def __init__(self, *, files: str, remote: str | None = None, download: str = "cloudsen12",
+                 patch_sizes: list[int] | None = None, **common: Any) -> None:
+        """``remote``: what tacoreader reads when no data root is set; ``download``: the dataset to fetch;
+        ``patch_sizes``: the ``real_proj_shape`` values kept (default [509])."""
         super().__init__(**common)
         self.files_glob, self.remote, self.download_name = files, remote, download
+        self.patch_sizes = list(patch_sizes or [509])
         self._table = None
 
     def paths(self) -> list[Path]:
@@ -86,6 +92,8 @@ class CloudSEN12(Dataset):
             if missing:
                 raise DataError(f"the files matching {self.files_glob} are TACO files but not CloudSEN12+: "
                                 f"no column {missing[0]!r}; the data root holds the wrong files")
+            if "real_proj_shape" in table.columns:  # 2000 px patches too, unless asked for
+                table = table[table["real_proj_shape"].astype(int).isin(self.patch_sizes)]
             table = table.reset_index(drop=True)
             self._rows = {str(i): k for k, i in enumerate(table["tortilla:id"])}
             self._table = table
@@ -96,8 +104,10 @@ class CloudSEN12(Dataset):
 
     def scene_meta(self, scene_id: str) -> dict[str, Any]:
         row = self.table().iloc[self._rows[scene_id]]
+        shape = row.get("real_proj_shape")
         return {"split": row["tortilla:data_split"], "label_type": row["label_type"],
-                "acquired": iso_time(row["stac:time_start"]), "roi_id": row.get("roi_id")}
+                "acquired": iso_time(row["stac:time_start"]), "roi_id": row.get("roi_id"),
+                "real_proj_shape": None if shape is None else int(shape)}
 
     def scene_shape(self, scene_id: str) -> tuple[int, int]:
         image, _ = self._members(scene_id)
