@@ -76,7 +76,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--scenario", default="samples_cross", help="scenario name or path of a scenario TOML")
     r.add_argument("--adapt", default="none", help="test-time adapter (bench list adapters)")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--weights", help="a pretrained model's weight file(s), comma-separated, instead of its own")
+    r.add_argument("--weights", help="a pretrained model's weight file(s), comma-separated, instead of its own; for "
+                   "a model trained here, its initial encoder weights: imagenet (looked for in the cache, then "
+                   "fetched) or random")
     _run_options(r)
     r.add_argument("--leaderboards", default=None, help="folder for the scenario's leaderboard (default: <out>/leaderboards)")
     r.add_argument("--no-leaderboard", action="store_true", help="do not regenerate the scenario's leaderboard")

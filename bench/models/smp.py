@@ -2,13 +2,16 @@
 is one table in ``registry/models.toml`` (``unet_mnv2 = smp unet + mobilenet_v2``). The contract is
 :mod:`bench.models.base`.
 
-Pretrained encoder weights are read from the local Hugging Face cache only: a hub lookup cannot succeed
-offline and takes about 23 s to fail. Without them the model starts from random weights after one warning,
-and results record which.
+Pretrained encoder weights are looked for in the local Hugging Face cache first, then fetched through
+smp's own hub path (the encoder's ``repo_id`` and ``revision``) when huggingface.co answers within
+:data:`PROBE_S` seconds (a full hub lookup offline takes about 23 s to fail). Only when both fail does the
+model start from random weights, after one warning; results record which. ``--weights random`` or
+``imagenet`` makes the choice explicit.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from contextlib import contextmanager
@@ -17,6 +20,10 @@ from bench.core.registry import register
 from bench.models.base import Built
 
 _warned: set[str] = set()
+#: seconds to wait for huggingface.co before training from random weights
+PROBE_S = 3.0
+#: the files smp's hub path reads for an encoder's weights (``encoders.get_encoder``), in that order
+HUB_FILES = ("config.json", "model.safetensors")
 
 
 def cached_encoder_weights(encoder: str, weights: str | None) -> str | None:
@@ -29,17 +36,51 @@ def cached_encoder_weights(encoder: str, weights: str | None) -> str | None:
     settings = encoders.get(encoder, {}).get("pretrained_settings", {}).get(weights)
     if not settings:
         return None
-    path = try_to_load_from_cache(settings["repo_id"], "model.safetensors", revision=settings["revision"])
-    return path if isinstance(path, str) else None
+    paths = [try_to_load_from_cache(settings["repo_id"], f, revision=settings["revision"]) for f in HUB_FILES]
+    return paths[-1] if all(isinstance(p, str) for p in paths) else None
+
+
+@functools.lru_cache(maxsize=None)
+def hub_reachable(host: str = "huggingface.co", timeout: float = PROBE_S) -> bool:
+    """True if ``host`` accepts a connection within ``timeout`` seconds (no request is sent)."""
+    import socket
+
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def fetched_encoder_weights(encoder: str, weights: str | None) -> str | None:
+    """Fetch ``encoder``'s ``weights`` into the local cache through smp's hub path (its ``repo_id`` and
+    ``revision``); None where the hub does not answer or the download fails."""
+    from segmentation_models_pytorch.encoders import encoders
+
+    settings = encoders.get(encoder, {}).get("pretrained_settings", {}).get(weights or "")
+    if not settings or not hub_reachable():
+        return None
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return [hf_hub_download(settings["repo_id"], f, revision=settings["revision"]) for f in HUB_FILES][-1]
+    except Exception:  # noqa: BLE001 - any hub failure falls back to random weights, with the warning
+        return None
 
 
 @contextmanager
 def _hub_offline():
-    old = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    """huggingface_hub offline while smp builds (the weights are in the cache by then, or not used):
+    its constant is read at import, so it is set beside the environment variable."""
+    import huggingface_hub.constants as hf
+
+    old, old_const = os.environ.get("HF_HUB_OFFLINE"), hf.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"], hf.HF_HUB_OFFLINE = "1", True
     try:
         yield
     finally:
+        hf.HF_HUB_OFFLINE = old_const
         if old is None:
             os.environ.pop("HF_HUB_OFFLINE", None)
         else:
@@ -52,12 +93,13 @@ def smp_model(arch: str, encoder: str, in_channels: int, encoder_weights: str | 
     """segmentation-models-pytorch: ``smp.create_model(arch, encoder_name=encoder, ...)``."""
     import segmentation_models_pytorch as smp  # here, not above: listing models does not load torch
 
-    found = cached_encoder_weights(encoder, encoder_weights)
+    found = cached_encoder_weights(encoder, encoder_weights) or fetched_encoder_weights(encoder, encoder_weights)
     if encoder_weights and not found:
         if encoder not in _warned:
             _warned.add(encoder)
             warnings.warn(f"{encoder_weights} weights for encoder {encoder!r} are not in the local "
-                          "Hugging Face cache; training from random weights (results record this)",
+                          "Hugging Face cache and the hub cannot be reached; training from random weights "
+                          "(results record this)",
                           stacklevel=2)
         weights = f"random ({encoder_weights} weights not in local cache)"
     else:

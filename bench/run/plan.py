@@ -34,6 +34,7 @@ WANDB_MODES = ("offline", "online", "off")
 MODEL_FILE = "model.pt"
 NATIVE = "native"  # the normalizer name of a pretrained model's own preprocessing
 MODES = ("trained", "zero-shot", "fine-tuned")
+INIT_WEIGHTS = ("imagenet", "random")  # --weights of a model trained here
 
 
 @dataclass
@@ -48,7 +49,9 @@ class RunConfig:
     adapt: str = "none"
     seed: int = 0
     finetune: bool = False  # train a pretrained model further on the scenario's training split
-    weights: str | None = None  # a pretrained model's weight files (comma-separated), instead of its own
+    # a pretrained model's weight files (comma-separated) instead of its own; for a model trained here,
+    # its initial encoder weights: "imagenet" or "random" (default: the model's setting, imagenet)
+    weights: str | None = None
     recipe: dict[str, Any] = field(default_factory=dict)  # e.g. {"epochs": 5}; see bench.core.recipe.Recipe
     data_root: str | None = None
     out: str = "runs"
@@ -101,9 +104,12 @@ def check_mode(cfg: RunConfig, contract: Contract) -> None:
         if cfg.norm == NATIVE:
             raise ConfigError(f"--norm native is a pretrained model's own preprocessing; {cfg.model} is trained "
                               "here from scratch: use --norm none for no normalization")
-        if cfg.finetune or cfg.weights:
-            raise ConfigError(f"--finetune and --weights need a pretrained model; {cfg.model} is trained here "
-                              "from scratch (bench list models shows which are pretrained)")
+        if cfg.finetune:
+            raise ConfigError(f"--finetune needs a pretrained model; {cfg.model} is trained here from scratch "
+                              "(bench list models shows which are pretrained)")
+        if cfg.weights not in (None, *INIT_WEIGHTS):
+            raise ConfigError(f"--weights for {cfg.model} (trained here) is its initial encoder weights: "
+                              f"{' or '.join(INIT_WEIGHTS)}, not {cfg.weights!r}")
         return
     if cfg.finetune and not contract.trainable:
         raise ConfigError(f"{cfg.model} cannot be fine-tuned: it is a {contract.framework} model, not a "
@@ -198,6 +204,8 @@ def training_identity(cfg: RunConfig, scenario: Scenario, splits: dict[str, Spli
                 "recipe": recipe.to_dict(), "seed": cfg.seed}
     if mode == "fine-tuned":
         train_id.update(weights, mode=mode)
+    if mode == "trained" and cfg.weights:  # given explicitly (the default keeps earlier keys)
+        train_id["init_weights"] = cfg.weights
     if cfg.devices * cfg.num_nodes > 1:  # the batch is per device: more processes train a different model
         train_id["world_size"] = cfg.devices * cfg.num_nodes
     return train_id

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,8 @@ def build(p: Plan) -> tuple[Any, Normalizer]:
     """A fresh model (its :class:`bench.models.base.Built`; a pretrained one with its weights) and an
     unfitted normalizer for ``p``."""
     model, norm, _ = p.entries()
+    if p.mode == "trained" and p.cfg.weights:  # --weights random | imagenet
+        model = replace(model, settings={**model.settings, "encoder_weights": None if p.cfg.weights == "random" else "imagenet"})
     runtime: dict[str, Any] = {"in_channels": len(p.bands)}
     if p.weight_files:
         runtime["weight_files"] = [str(f) for f in p.weight_files]
