@@ -304,3 +304,16 @@ def test_every_model_contract_parses_and_names_real_bands():
             check_bands(list(contract.bands), entry.name)
             assert contract.weights or contract.framework == "rules", entry.name
             assert len(contract.output_names) == len(contract.outputs.codes), entry.name
+
+
+def test_zero_shot_and_fine_tuned_runs_of_one_model_are_separate_rows():
+    from bench.boards.leaderboard import table
+
+    def result(mode, miou):
+        return {"config": {"model": "dl_l8s2_uv_6b", "norm": "native", "adapt": "none"}, "seed": 0,
+                "model": {"mode": mode, "contract": {"algorithm": "dl_l8s2_uv"}}, "recipe": {"epochs": 30},
+                "scenario": {"name": "s", "version": 1}, "train": {"steps": 0 if mode == "zero-shot" else 90},
+                "metrics": {"miou": miou, "accuracy": miou, "iou": {"cloud": miou}}}
+
+    df = table([result("zero-shot", 0.8), result("fine-tuned", 0.6)])
+    assert sorted(zip(df["mode"], df["mIoU"])) == [("fine-tuned", 0.6), ("zero-shot", 0.8)]

@@ -79,7 +79,10 @@ def label_recipes(results: list[dict[str, Any]], merge: bool = False) -> None:
     varying = [] if merge else varying_settings(results)
     for r in results:
         s = training_settings(r)
-        r["_recipe"] = ", ".join(f"{k}={s.get(k)}" for k in varying if k in s)
+        label = [f"{k}={s.get(k)}" for k in varying if k in s]
+        if mode_of(r) == "fine-tuned":  # never pooled with the same model run zero-shot
+            label.insert(0, "fine-tuned")
+        r["_recipe"] = ", ".join(label)
 
 
 def mode_of(r: dict[str, Any]) -> str:
