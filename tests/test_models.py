@@ -100,6 +100,7 @@ def test_imagenet_weights_come_from_the_cache_then_the_hub_then_random(tmp_path,
     assert built.weights == "imagenet"
     first = next(p for n, p in built.module.encoder.named_parameters() if n.endswith("weight") and p.ndim == 4)
     assert torch.all(first == 0.5)  # the fetched file's weights (3 input bands: smp keeps the RGB kernel)
+    smp_family.fetched_encoder_weights.cache_clear()  # nothing of this fake hub outlives the test
 
 
 def test_weights_flag_makes_the_initial_weights_explicit(tmp_path):

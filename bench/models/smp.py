@@ -93,7 +93,9 @@ def smp_model(arch: str, encoder: str, in_channels: int, encoder_weights: str | 
     """segmentation-models-pytorch: ``smp.create_model(arch, encoder_name=encoder, ...)``."""
     import segmentation_models_pytorch as smp  # here, not above: listing models does not load torch
 
-    found = cached_encoder_weights(encoder, encoder_weights) or fetched_encoder_weights(encoder, encoder_weights)
+    found = cached_encoder_weights(encoder, encoder_weights)
+    if encoder_weights and not found and fetched_encoder_weights(encoder, encoder_weights):
+        found = cached_encoder_weights(encoder, encoder_weights)  # where smp will look for them
     if encoder_weights and not found:
         if encoder not in _warned:
             _warned.add(encoder)
