@@ -391,7 +391,7 @@ def test_samples_temporal_runs_embedded(tmp_path):
 
 
 def test_data_verify_compares_files_with_their_checksums(cloudsen12_root, capsys):
-    from bench.data.datasets import sha256
+    from bench.core.results import sha256
 
     folder = cloudsen12_root / "cloudsen12"
     parts = sorted(folder.glob("*.taco"))

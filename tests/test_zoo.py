@@ -14,7 +14,8 @@ import torch
 from bench.core.errors import ConfigError, DataError
 from bench.core.registry import get_registry
 from bench.data.datasets import load_dataset
-from bench.models.base import contract_of, file_sha256
+from bench.core.results import sha256
+from bench.models.base import contract_of
 from bench.run.plan import MissingBands, RunConfig, plan
 
 from conftest import REPO
@@ -84,7 +85,7 @@ def test_dl_l8s2_uv_port_gives_the_keras_probabilities(name, key):
     assert np.abs(ukis_p - ref[f"{key}_ukis"]).max() < 1e-4
     assert np.abs(eo_p - ref[f"{key}_eolearn"]).max() < 1e-4
     shipped = REPO / "bench" / "models" / "weights" / "dl_l8s2_uv" / "landsatbiomeRGBISWIR7.hdf5"
-    assert file_sha256(shipped) == file_sha256(MODELS / shipped.name)  # the shipped file is upstream's
+    assert sha256(shipped) == sha256(MODELS / shipped.name)  # the shipped file is upstream's
 
 
 def test_project_head_keeps_the_models_own_decision():

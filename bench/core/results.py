@@ -174,3 +174,33 @@ def git_state(where: Path | None = None) -> dict[str, Any]:
     # generated leaderboards are tracked but are output, not code: rewriting them does not make a run dirty
     status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)leaderboards") if commit else None
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cloudbench"
+SHA_CACHE = CACHE / "sha256.json"
+_sha_memo: dict[str, str] = {}
+
+
+def sha256(path: str | Path) -> str:
+    """sha256 of a file; cached on disk per (path, size, mtime) so that multi-GB files are hashed once."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = f"{p}|{st.st_size}|{st.st_mtime_ns}"
+    if key in _sha_memo:
+        return _sha_memo[key]
+    big = st.st_size > 64 << 20
+    if big and SHA_CACHE.exists():
+        try:
+            _sha_memo.update(json.loads(SHA_CACHE.read_text()))
+        except ValueError:
+            pass
+        if key in _sha_memo:
+            return _sha_memo[key]
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    _sha_memo[key] = h.hexdigest()
+    if big:  # only large files are worth a disk cache
+        write_json(SHA_CACHE, {k: v for k, v in _sha_memo.items()})
+    return _sha_memo[key]

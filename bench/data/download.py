@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from tabulate import tabulate
 
-from bench.data.datasets import Dataset, data_root, load_dataset, sha256
+from bench.core.results import sha256
+from bench.data.datasets import Dataset, data_root, load_dataset
 from bench.core.errors import BenchError, DataError
 from bench.core.registry import get_registry
 

@@ -22,8 +22,8 @@ import numpy as np
 from bench.core.errors import DataError
 from bench.core.labels import IGNORE, EvalSpace, LabelMap
 from bench.core.results import key, write_json
-from bench.data.datasets import Dataset, SceneData, sha256
-from bench.data.datasets.base import CACHE
+from bench.core.results import CACHE, sha256
+from bench.data.datasets import Dataset, SceneData
 from bench.data.normalizers import Normalizer
 from bench.data.scenarios import Scenario
 

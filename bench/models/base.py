@@ -14,7 +14,6 @@ it takes the scenario's bands and predicts the four project classes.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,15 +158,6 @@ def locate_weights(spec: str) -> Path | None:
     else:
         raise ConfigError(f"weight spec {spec!r}: expected package:, bench: or hf:")
     return path if path.is_file() else None
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_input(x: torch.Tensor, in_channels: int) -> None:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from bench.core.errors import ConfigError
 from bench.core.registry import register
-from bench.models.base import Built, file_sha256
+from bench.core.results import sha256
+from bench.models.base import Built
 
 
 @register("model", "cloudsen12_unet")
@@ -29,7 +30,7 @@ def cloudsen12_unet(in_channels: int, weight_files: list, encoder: str = "mobile
 
     path = Path(weight_files[0])
     net = load_into(unet(encoder, in_channels), path)
-    return Built(Checked(net, in_channels).eval(), in_channels, f"pretrained {path.name} sha256:{file_sha256(path)[:12]}")
+    return Built(Checked(net, in_channels).eval(), in_channels, f"pretrained {path.name} sha256:{sha256(path)[:12]}")
 
 
 @register("model", "omnicloudmask")
@@ -41,5 +42,5 @@ def omnicloudmask(in_channels: int, weight_files: list, encoders: list[str] | No
     if len(encoders) != len(weight_files):
         raise ConfigError(f"omnicloudmask: {len(encoders)} encoders but {len(weight_files)} weight files")
     nets = [load_into(unet(e, in_channels), Path(f)) for e, f in zip(encoders, weight_files)]
-    shas = ", ".join(f"{Path(f).name} sha256:{file_sha256(Path(f))[:12]}" for f in weight_files)
+    shas = ", ".join(f"{Path(f).name} sha256:{sha256(Path(f))[:12]}" for f in weight_files)
     return Built(Ensemble(nets, in_channels).eval(), in_channels, f"pretrained {shas}")

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.core.registry import register
-from bench.models.base import Built, Contract, file_sha256, project_logits
+from bench.core.results import sha256
+from bench.models.base import Built, Contract, project_logits
 
 
 @register("model", "keras_hdf5")
@@ -18,4 +19,4 @@ def keras_hdf5(in_channels: int, weight_files: list, contract: dict | None = Non
     net = MultipleOf(read_keras(path, in_channels), multiple_of, in_channels)
     spec = Contract.parse(contract, str(path))
     module = project_logits(net, spec, sigmoid=len(spec.output_names) == 2)
-    return Built(module.eval(), in_channels, f"pretrained {path.name} sha256:{file_sha256(path)[:12]}")
+    return Built(module.eval(), in_channels, f"pretrained {path.name} sha256:{sha256(path)[:12]}")

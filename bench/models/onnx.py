@@ -16,7 +16,8 @@ import numpy as np
 
 from bench.core.errors import ConfigError
 from bench.core.registry import register
-from bench.models.base import Built, file_sha256
+from bench.core.results import sha256
+from bench.models.base import Built
 
 
 class CSMaskModel:
@@ -61,4 +62,4 @@ def ukis_csmask(in_channels: int, weight_files: list, batch_size: int = 1) -> Bu
     if len(model.band_names) != in_channels:
         raise ConfigError(f"{path.name} takes {len(model.band_names)} bands ({', '.join(model.band_names)}); "
                           f"its contract gives {in_channels}")
-    return Built(model, in_channels, f"pretrained {path.name} sha256:{file_sha256(path)[:12]}")
+    return Built(model, in_channels, f"pretrained {path.name} sha256:{sha256(path)[:12]}")

@@ -25,10 +25,10 @@ from bench.core.errors import ConfigError, DataError, unknown
 from bench.core.labels import EvalSpace
 from bench.core.recipe import Recipe
 from bench.core.registry import Entry, get_registry, is_path
-from bench.core.results import key
+from bench.core.results import key, sha256
 from bench.data.scenarios import SPLITS, Scenario, load_scenario
 from bench.data.splits import Split, load_split, validate_split
-from bench.models.base import Contract, contract_of, file_sha256, locate_weights
+from bench.models.base import Contract, contract_of, locate_weights
 
 WANDB_MODES = ("offline", "online", "off")
 MODEL_FILE = "model.pt"
@@ -196,7 +196,7 @@ def training_identity(cfg: RunConfig, scenario: Scenario, splits: dict[str, Spli
     and seed, plus the starting weights' sha256 when fine-tuning."""
     reg = get_registry()
     model, norm = reg.get("model", cfg.model), reg.get("norm", cfg.norm)
-    weights = {"weights": [file_sha256(f) for f in weight_files]} if weight_files else {}
+    weights = {"weights": [sha256(f) for f in weight_files]} if weight_files else {}
     if mode == "zero-shot":
         return {"model": identity(model), **weights, "mode": mode, "bands": list(bands)}
     train_id = {"model": identity(model), "norm": identity(norm), "bands": list(bands),

@@ -25,10 +25,9 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
 from bench.core.progress import Progress
-from bench.core.results import file_lock, write_json
+from bench.core.results import file_lock, sha256, write_json
 from bench.data.normalizers import Normalizer
 from bench.data.splits import Split
-from bench.models.base import file_sha256
 from bench.run.checkpoints import load_torch, save_torch
 from bench.run.loaders import CloudDataModule
 from bench.run.plan import MODEL_FILE, Plan
@@ -130,7 +129,7 @@ def pretrained(p: Plan) -> Trained:
     reflectance through): nothing is trained or written."""
     built, normalizer = build(p)
     record = {"mode": "zero-shot", "steps": 0, "train_s": 0.0, "weights": built.weights,
-              "weight_files": {str(f): file_sha256(f) for f in p.weight_files}}
+              "weight_files": {str(f): sha256(f) for f in p.weight_files}}
     return Trained(built.module, normalizer, built.weights, record, p.weight_files[0] if p.weight_files else Path(),
                    fresh=False)
 

@@ -9,7 +9,6 @@ from bench.data.datasets.base import (
     SceneData,
     data_root,
     load_dataset,
-    sha256,
 )
 
-__all__ = ["Dataset", "SceneData", "Scale", "S2_BANDS", "REFERENCE_TYPES", "data_root", "load_dataset", "sha256"]
+__all__ = ["Dataset", "SceneData", "Scale", "S2_BANDS", "REFERENCE_TYPES", "data_root", "load_dataset"]

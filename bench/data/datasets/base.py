@@ -15,8 +15,6 @@ truncated file. NaN or inf pixels become nodata with a warning that counts them 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import warnings
 from collections.abc import Mapping
@@ -30,7 +28,6 @@ from bench.core.config import check_keys, require
 from bench.core.errors import ConfigError, DataError, did_you_mean
 from bench.core.labels import LabelMap
 from bench.core.registry import Registry, get_registry
-from bench.core.results import write_json
 
 #: Sentinel-2 MSI band names, in the order of the L1C product (B8A after B08).
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
@@ -204,34 +201,6 @@ def data_root() -> Path | None:
     return Path(root).expanduser() if root else None
 
 
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cloudbench"
-SHA_CACHE = CACHE / "sha256.json"
-_sha_memo: dict[str, str] = {}
-
-
-def sha256(path: str | Path) -> str:
-    """sha256 of a file; cached on disk per (path, size, mtime) so that multi-GB files are hashed once."""
-    p = Path(path).resolve()
-    st = p.stat()
-    key = f"{p}|{st.st_size}|{st.st_mtime_ns}"
-    if key in _sha_memo:
-        return _sha_memo[key]
-    big = st.st_size > 64 << 20
-    if big and SHA_CACHE.exists():
-        try:
-            _sha_memo.update(json.loads(SHA_CACHE.read_text()))
-        except ValueError:
-            pass
-        if key in _sha_memo:
-            return _sha_memo[key]
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    _sha_memo[key] = h.hexdigest()
-    if big:  # only large files are worth a disk cache
-        write_json(SHA_CACHE, {k: v for k, v in _sha_memo.items()})
-    return _sha_memo[key]
 
 
 def load_dataset(ref: str, registry: Registry | None = None) -> Dataset:
