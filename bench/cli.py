@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "data they were not trained on?")
     p.add_argument("--version", action="version", version=f"cloudbench {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_run, _add_sweep, _add_boards, _add_list, _add_data):
+    for add in (_add_run, _add_sweep, _add_predict, _add_boards, _add_list, _add_data):
         add(sub)
     return p
 
@@ -103,6 +103,37 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per Slurm job (one task per GPU)")
     sw.add_argument("--cpus-per-job", type=int, help="CPUs per Slurm task")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    pr = sub.add_parser("predict", help="write a model's cloud mask of a GeoTIFF or an L1C .SAFE (folder or zip)",
+                        description="Predict a whole scene, strip by strip, into a cloud-optimised GeoTIFF with "
+                        "the input's georeferencing: class codes 0 clear, 1 thick cloud, 2 thin cloud, 3 cloud "
+                        "shadow, 255 nodata, with a colour table.")
+    pr.add_argument("input", help="a GeoTIFF, an L1C .SAFE folder or its zip")
+    which = pr.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="a pretrained model of the zoo, run zero-shot (bench list models)")
+    which.add_argument("--run", help="a trained run: its result JSON, its model folder or its model.pt")
+    pr.add_argument("--out", required=True, help="the mask GeoTIFF to write")
+    pr.add_argument("--probabilities", help="also write the 4 class probabilities to this GeoTIFF")
+    pr.add_argument("--probability-type", default="uint8", help="uint8 (percent, nodata 255; default) or float32")
+    pr.add_argument("--bands", help="the GeoTIFF's bands in file order, e.g. B02,B03,B04,B08 (default: its band "
+                    "descriptions)")
+    pr.add_argument("--scale", type=float, help="GeoTIFF values x SCALE = reflectance (default: 0.0001 for "
+                    "integers, digital numbers; 1 for floats)")
+    pr.add_argument("--offset", type=float, default=0.0, help="added to GeoTIFF values before scaling, e.g. -1000 "
+                    "for L1C processing baseline 04.00 or later (a .SAFE reads its own)")
+    pr.add_argument("--weights", help="a pretrained model's weight file(s), instead of its own")
+    pr.add_argument("--tile", type=int, default=512, help="tile size, multiple of 32 (default 512)")
+    pr.add_argument("--overlap", type=int, default=32, help="pixels dropped at each tile side that has a "
+                    "neighbour, so seams do not show (default 32)")
+    pr.add_argument("--batch-size", type=_positive_int, default=8)
+    pr.add_argument("--device", help="cpu or cuda (default: cuda if there is one)")
+    pr.add_argument("--precision", default="auto", help="auto (bf16 where the hardware runs it fast), fp32 or bf16")
+    pr.add_argument("--no-channels-last", action="store_true", help="keep the contiguous memory format")
+    pr.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    pr.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_boards(sub: argparse._SubParsersAction) -> None:
@@ -233,6 +264,25 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 1 if s.failed else 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """``bench predict``: one scene's mask (and probabilities) from a trained run or a pretrained model."""
+    from bench.data.datasets.base import check_bands
+    from bench.run.inference import FastPaths, resolve_precision
+    from bench.run.predict import default_device, load_predictor, predict
+
+    bands = [b.strip() for b in args.bands.split(",")] if args.bands else None
+    if bands:
+        check_bands(bands, "--bands")
+    device = args.device or default_device()
+    fast = FastPaths(resolve_precision(args.precision, device), not args.no_channels_last, args.compile)
+    predictor = load_predictor(args.model, args.run, args.weights)
+    written = predict(predictor, args.input, args.out, args.probabilities, bands, args.scale, args.offset,
+                      args.tile, args.overlap, args.batch_size, device, fast, args.probability_type,
+                      args.overwrite, not args.quiet)
+    print(written.summary())
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     """``bench data info|download|verify|check``."""
     from bench.data import download as catalog
@@ -285,7 +335,7 @@ def cmd_boards(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return _written(write_leaderboards(args.runs, out, args.scenario, command, args.merge_recipes), args.runs)
 
 
-COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "report": cmd_boards, "leaderboard": cmd_boards,
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "predict": lambda args, argv: cmd_predict(args), "report": cmd_boards, "leaderboard": cmd_boards,
             "list": lambda args, argv: cmd_list(args), "data": lambda args, argv: cmd_data(args)}
 
 

@@ -24,6 +24,9 @@ from bench.core.errors import ConfigError, DataError, did_you_mean
 CLASSES: tuple[str, ...] = ("clear", "thick_cloud", "thin_cloud", "cloud_shadow")
 N_CLASSES = len(CLASSES)
 IGNORE = 255  # target / group value of pixels left out of loss and metrics
+#: colours of classes and groups by name (figures, the colour table of predicted masks)
+COLOURS = {"clear": "#3a7d44", "not_cloud": "#3a7d44", "thick_cloud": "#f2f2f2", "cloud": "#f2f2f2",
+           "thin_cloud": "#9ecae1", "cloud_shadow": "#54278f"}
 
 #: names that stand for sets of project classes, besides the classes themselves.
 ALIASES: dict[str, tuple[str, ...]] = {

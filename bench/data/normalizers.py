@@ -89,6 +89,33 @@ class Normalizer:
                             f"got an input with {bands}")
         return self._apply(x)
 
+    def scene_function(self, strips: Iterable[np.ndarray]):  # noqa: ANN201 - (C, h, W) -> same
+        """The normalization of one scene that is read in ``strips`` of rows, as a function of a strip: a
+        scene-level normalizer takes its statistics from one streamed pass over ``strips`` (bounded memory);
+        a pixel-level one is :meth:`transform`; a patch-level one is applied to each tile later (identity)."""
+        if self.level == "patch":
+            return lambda x: x
+        if self.level == "pixel":
+            return self.transform
+        if not self.fitted:
+            raise NotFittedError(f"normalizer {self.type_name!r} was not fitted")
+        hist = None
+        for strip in strips:
+            if hist is None:
+                hist = StreamingQuantiles(len(strip))
+            for b, band in enumerate(strip):
+                hist.update(b, band[np.isfinite(band)])
+        if hist is None:
+            raise DataError("a scene with no rows has no statistics")
+        quantiles = np.nan_to_num(np.stack([hist.quantile(q) for q in self._scene_levels()], axis=1))  # no data: 0
+        return lambda x: _per_image(lambda a: self._with_quantiles(a, quantiles), x)
+
+    def _scene_levels(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _with_quantiles(self, a: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
     def state_dict(self) -> dict[str, Any]:
         """The fitted state, JSON-able: saved with the model and in every result."""
         return {"type": self.type_name, "fitted": self.fitted, "n_bands": self.n_bands, **self._state()}
@@ -297,13 +324,15 @@ class PercentileScene(Normalizer):
         super().__init__()
         self.low, self.high = float(low), float(high)
 
-    def _apply(self, x):  # noqa: ANN001
-        def one(a: np.ndarray) -> np.ndarray:
-            lo, hi = _finite_quantiles(a, np.array([self.low, self.high]) / 100).T
-            lo, hi = lo[:, None, None], hi[:, None, None]
-            return (np.clip(a, lo, hi) - lo) / np.maximum(hi - lo, 1e-12)
+    def _scene_levels(self) -> np.ndarray:
+        return np.array([self.low, self.high]) / 100
 
-        return _per_image(one, x)
+    def _with_quantiles(self, a: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+        lo, hi = quantiles[:, 0, None, None], quantiles[:, 1, None, None]
+        return (np.clip(a, lo, hi) - lo) / np.maximum(hi - lo, 1e-12)
+
+    def _apply(self, x):  # noqa: ANN001
+        return _per_image(lambda a: self._with_quantiles(a, _finite_quantiles(a, self._scene_levels())), x)
 
     def _state(self) -> dict[str, Any]:
         return {"low": self.low, "high": self.high}
@@ -350,27 +379,25 @@ class HistMatch(_QuantileFit):
         self.n_quantiles = int(quantiles)
         self.reference: list[list[float]] | None = None
 
-    def _levels(self) -> np.ndarray:
+    def _scene_levels(self) -> np.ndarray:
         return np.linspace(0, 1, self.n_quantiles)
 
     def _finish(self) -> None:
-        self.reference = np.stack([self._hist.quantile(q) for q in self._levels()], axis=1).tolist()
+        self.reference = np.stack([self._hist.quantile(q) for q in self._scene_levels()], axis=1).tolist()
         self._hist = None
 
-    def _apply(self, x):  # noqa: ANN001
+    def _with_quantiles(self, a: np.ndarray, src: np.ndarray) -> np.ndarray:
         ref = np.asarray(self.reference)
+        out = np.empty_like(a, dtype=np.float64)
+        for b in range(len(a)):
+            # ties in the source quantiles (flat histograms) would make interp ill-defined: keep unique
+            qs, idx = np.unique(src[b], return_index=True)
+            out[b] = np.interp(a[b], qs, ref[b][idx]) if len(qs) > 1 else ref[b][len(ref[b]) // 2]
+        out[~np.isfinite(a)] = np.nan
+        return out
 
-        def one(a: np.ndarray) -> np.ndarray:
-            src = _finite_quantiles(a, self._levels())
-            out = np.empty_like(a, dtype=np.float64)
-            for b in range(len(a)):
-                # ties in the source quantiles (flat histograms) would make interp ill-defined: keep unique
-                qs, idx = np.unique(src[b], return_index=True)
-                out[b] = np.interp(a[b], qs, ref[b][idx]) if len(qs) > 1 else ref[b][len(ref[b]) // 2]
-            out[~np.isfinite(a)] = np.nan
-            return out
-
-        return _per_image(one, x)
+    def _apply(self, x):  # noqa: ANN001
+        return _per_image(lambda a: self._with_quantiles(a, _finite_quantiles(a, self._scene_levels())), x)
 
     def _state(self) -> dict[str, Any]:
         return {"quantiles": self.n_quantiles, "reference": self.reference}

@@ -8,17 +8,18 @@ bootstrap in :mod:`bench.boards.stats`), and the per-scene predictions (for figu
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
-from bench.data.splits import Split, pad_to, reference_groups, scene_input, tile_grid, tile_input
-from bench.run.loaders import model_input
+from bench.data.splits import SceneRef, Split, reference_groups
+from bench.run.inference import (WHOLE_PIXELS, FastPaths, Tiling, class_batches, input_batches, predict_strips,
+                                 scene_model_strips, tile_stream)
 from bench.models.adapters import Adapter, NoAdaptation
-from bench.core.labels import IGNORE, EvalSpace
+from bench.core.labels import IGNORE, EvalSpace, LabelMap
 from bench.core.metrics import NAN_RULE, confusion, scores
 from bench.data.normalizers import Normalizer
 from bench.models.base import Contract, SceneModel
@@ -53,33 +54,104 @@ def block_confusions(scene: str, reference: np.ndarray, prediction: np.ndarray, 
     return {f"{scene}@{b // nbc * block},{b % nbc * block}": counts[b] for b in np.flatnonzero(counts.sum((1, 2)))}
 
 
-def tile_batches(image: np.ndarray, patch: int, batch_size: int, tile_fn=None):  # noqa: ANN001
-    """``(tiles, batch)`` pairs covering a (C, H, W) scene; each tile normalized by ``tile_fn`` and padded."""
-    tiles = tile_grid(*image.shape[1:], patch)
-    for i in range(0, len(tiles), batch_size):
-        chunk = tiles[i:i + batch_size]
-        yield chunk, torch.stack([model_input(pad_to((tile_fn or (lambda t: t))(image[:, r0:r1, c0:c1]), patch))
-                                  for r0, c0, r1, c1 in chunk])
+@dataclass
+class SceneInput:
+    """How one test scene reaches the model: rows ``r0:r1`` normalized on demand, the reference beside them."""
+
+    id: str
+    height: int
+    width: int
+    read: Callable[[int, int], np.ndarray]  # rows -> normalized (C, h, W), NaN = nodata
+    labels: Callable[[int, int], tuple[np.ndarray, np.ndarray]]  # rows -> (codes, valid)
+    meta: dict[str, Any]
+    strips: list[tuple[int, int]]
 
 
-@torch.no_grad()
-def predict_scene(model: nn.Module | SceneModel, image: np.ndarray, patch: int, batch_size: int,
-                  device: torch.device | str = "cpu", tile_fn=None, contract: Contract | None = None) -> np.ndarray:  # noqa: ANN001
-    """(H, W) project class index for a (C, H, W) scene, NaN = nodata; ``tile_fn`` normalizes each tile. A
-    scene model (not torch) predicts the whole scene at once, its codes mapped by its ``contract``."""
+def scene_inputs(test: Split, normalizer: Normalizer, tiling: Tiling, whole_pixels: int = WHOLE_PIXELS):
+    """Each test scene as a :class:`SceneInput`: a scene up to ``whole_pixels`` is read whole (exact
+    scene statistics), a larger one strip by strip from its dataset (streamed statistics)."""
+    for i, shape in enumerate(test.shapes()):
+        if not test.refs or shape[0] * shape[1] <= whole_pixels:
+            scene = test.scenes[i]
+            image = scene.image if normalizer.level == "patch" else normalizer.transform(scene.image)
+            yield SceneInput(scene.id, *shape, lambda r0, r1, image=image: image[:, r0:r1],
+                             lambda r0, r1, scene=scene: (scene.codes[r0:r1], scene.valid[r0:r1]), scene.meta,
+                             [(0, shape[0])])
+        else:
+            yield strip_input(test.refs[i], normalizer, tiling, shape, whole_pixels)
+
+
+def strip_input(ref: SceneRef, normalizer: Normalizer, tiling: Tiling, shape: tuple[int, int],
+                whole_pixels: int) -> SceneInput:
+    """A large scene read strip by strip through its dataset's windowed reads."""
+    rows, cols = ref.window or (slice(0, shape[0]), slice(0, shape[1]))
+    row0 = rows.start or 0
+    strips = tiling.strips(*shape, whole_pixels=whole_pixels)
+    held: dict[int, Any] = {}
+
+    def raw(r0: int, r1: int) -> Any:  # noqa: ANN401 - SceneData of rows r0:r1 of the scene (or its window)
+        window = (slice(row0 + r0, row0 + r1), cols)
+        return ref.dataset.read(ref.id, ref.bands, window, strict=ref.strict)
+
+    fn = normalizer.scene_function(raw(r0, r1).image for r0, r1 in strips)
+    first = raw(0, 1)
+
+    def read(r0: int, r1: int) -> np.ndarray:
+        data = raw(r0, r1)
+        held[r0] = data
+        return fn(data.image)
+
+    def labels(r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
+        top = max(k for k in held if k <= r0)
+        data = held.pop(top)
+        for k in [k for k in held if k < r0]:
+            held.pop(k)
+        return data.codes[r0 - top:r1 - top], data.valid[r0 - top:r1 - top]
+
+    return SceneInput(ref.id, *shape, read, labels, first.meta, strips)
+
+
+def predicted_strips(model: nn.Module | SceneModel, scene: SceneInput, tiling: Tiling, batch_size: int,
+                     device: str, fast: FastPaths, tile_fn=None, contract: Contract | None = None):  # noqa: ANN001, ANN201
+    """``(row0, row1, classes)`` of each strip of ``scene``: the project class index per pixel."""
     if not isinstance(model, nn.Module):
-        return (contract or Contract()).class_of_code()[model.predict(tile_fn(image) if tile_fn else image)]
-    out = np.zeros(image.shape[1:], dtype=np.uint8)
-    for chunk, x in tile_batches(image, patch, batch_size, tile_fn):
-        pred = model(x.to(device)).argmax(1).cpu().numpy().astype(np.uint8)
-        for (r0, c0, r1, c1), p in zip(chunk, pred):
-            out[r0:r1, c0:c1] = p[:r1 - r0, :c1 - c0]
-    return out
+        for r0, r1, out in scene_model_strips(scene.read, scene.height, scene.width, tiling, model,
+                                              contract or Contract(), scene.strips):
+            yield r0, r1, out[0]
+        return
+    run = class_batches(fast, fast.prepare(model, device), device)
+    for r0, r1, out in predict_strips(scene.read, scene.height, scene.width, tiling, run, batch_size, tile_fn,
+                                      scene.strips):
+        yield r0, r1, out[0]
+
+
+def predict_scene(model: nn.Module | SceneModel, image: np.ndarray, patch: int, batch_size: int,
+                  device: str = "cpu", tile_fn=None, contract: Contract | None = None,  # noqa: ANN001
+                  fast: FastPaths | None = None) -> np.ndarray:
+    """(H, W) project class index of a (C, H, W) normalized scene in memory (NaN = nodata)."""
+    h, w = image.shape[1:]
+    scene = SceneInput("scene", h, w, lambda r0, r1: image[:, r0:r1], None, {}, [(0, h)])
+    return np.concatenate([p for _, _, p in predicted_strips(model, scene, Tiling(patch), batch_size, device,
+                                                             fast or FastPaths(), tile_fn, contract)])
+
+
+def group_maps(scene: SceneInput, strips, lut: np.ndarray, labels: LabelMap,  # noqa: ANN001
+               space: EvalSpace) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) predicted and reference groups of ``space`` of one scene from its predicted ``strips``,
+    IGNORE at nodata."""
+    pred = np.empty((scene.height, scene.width), dtype=np.uint8)
+    ref = np.empty_like(pred)
+    for r0, r1, p in strips:
+        codes, valid = scene.labels(r0, r1)
+        pred[r0:r1] = np.where(valid, lut[p], IGNORE)
+        ref[r0:r1] = reference_groups(codes, valid, labels, space)
+    return pred, ref
 
 
 def evaluate(model: nn.Module | SceneModel, normalizer: Normalizer, test: Split, space: EvalSpace, patch: int,
-             batch_size: int, device: torch.device | str = "cpu", adapter: Adapter | None = None,
-             contract: Contract | None = None) -> Evaluation:
+             batch_size: int, device: str = "cpu", adapter: Adapter | None = None,
+             contract: Contract | None = None, fast: FastPaths | None = None,
+             whole_pixels: int = WHOLE_PIXELS) -> Evaluation:
     """Scores of ``model`` on every valid pixel of ``test`` in label space ``space`` (a pretrained model's
     output codes become project classes by its ``contract``).
 
@@ -88,28 +160,25 @@ def evaluate(model: nn.Module | SceneModel, normalizer: Normalizer, test: Split,
     """
     if isinstance(model, nn.Module):
         model.eval()
-    adapter = adapter or NoAdaptation()
+    adapter, fast, tiling = adapter or NoAdaptation(), fast or FastPaths(), Tiling(patch)
+    tile_fn = (lambda t: normalizer.transform(t)) if normalizer.level == "patch" else None
 
-    def inputs(scene):  # noqa: ANN001, ANN202
-        return scene_input(normalizer, scene.image), (lambda t: tile_input(normalizer, t))
-
-    def batches(image, fn):  # noqa: ANN001, ANN202 - unlabelled inputs only
-        return (x.to(device) for _, x in tile_batches(image, patch, batch_size, fn))
+    def batches(scene: SceneInput):  # noqa: ANN202 - unlabelled inputs only
+        tiles = tile_stream(scene.read, scene.height, scene.width, tiling, scene.strips, tile_fn)
+        return (x.to(device) for _, x in input_batches(tiles, batch_size))
 
     adapted = model
     if adapter.protocol == "per_test_set":
-        every = (x for scene in test.scenes for x in batches(*inputs(scene)))
+        every = (x for scene in scene_inputs(test, normalizer, tiling, whole_pixels) for x in batches(scene))
         adapted = adapter.adapt(copy.deepcopy(model), every)
     k, lut = len(space.names), np.append(space.class_lut(), np.full(256 - 4, IGNORE, dtype=np.uint8))
     total = np.zeros((k, k), dtype=np.int64)
     per_scene, preds, refs, months, blocks = {}, {}, {}, {}, {}
-    for scene in test.scenes:
-        image, fn = inputs(scene)
+    for scene in scene_inputs(test, normalizer, tiling, whole_pixels):
         if adapter.protocol == "per_scene":
-            adapted = adapter.adapt(copy.deepcopy(model), batches(image, fn))
-        pred = lut[predict_scene(adapted, image, patch, batch_size, device, fn, contract)]
-        ref = reference_groups(scene.codes, scene.valid, test.labels, space)
-        pred[~scene.valid] = IGNORE
+            adapted = adapter.adapt(copy.deepcopy(model), batches(scene))
+        strips = predicted_strips(adapted, scene, tiling, batch_size, device, fast, tile_fn, contract)
+        pred, ref = group_maps(scene, strips, lut, test.labels, space)
         cm = confusion(ref, pred, k)
         total += cm
         blocks.update(block_confusions(scene.id, ref, pred, k))
@@ -120,5 +189,7 @@ def evaluate(model: nn.Module | SceneModel, normalizer: Normalizer, test: Split,
         preds[scene.id], refs[scene.id] = pred, ref
     metrics = {**scores(total, space.names), "label_space": space.to_dict(), "nan_rule": NAN_RULE,
                "adapter": adapter.describe()}
+    if isinstance(model, nn.Module):
+        metrics["fast_paths"] = fast.describe()
     per_month = {m: scores(cm, space.names) for m, cm in sorted(months.items())}
     return Evaluation(metrics, per_scene, blocks, per_month, preds, refs)

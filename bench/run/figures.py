@@ -14,11 +14,9 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from bench.data.splits import Split  # noqa: E402
 from bench.run.evaluate import Evaluation  # noqa: E402
-from bench.core.labels import IGNORE, EvalSpace  # noqa: E402
+from bench.core.labels import COLOURS, IGNORE, EvalSpace  # noqa: E402
 
-#: colours of groups by name; unnamed groups take the fallback cycle.
-COLOURS = {"clear": "#3a7d44", "not_cloud": "#3a7d44", "thick_cloud": "#f2f2f2", "cloud": "#f2f2f2",
-           "thin_cloud": "#9ecae1", "cloud_shadow": "#54278f"}
+#: groups without a colour of their own (:data:`bench.core.labels.COLOURS`) take the fallback cycle.
 FALLBACK = ["#e6550d", "#fdae6b", "#31a354", "#756bb1"]
 NODATA = "#000000"
 

@@ -1,0 +1,217 @@
+"""Unlabelled scenes to predict, read a strip of rows at a time: a GeoTIFF or a Sentinel-2 L1C ``.SAFE``
+product (folder or zip).
+
+* **GeoTIFF.** Bands are named by ``bands`` (the file's order), else by the file's band descriptions
+  (``B02`` or ``B2``); a file with neither is refused. Integer values are taken as L1C digital numbers
+  (reflectance = (DN + ``offset``) / 10,000), floats as reflectance, unless ``scale`` says otherwise. The
+  file's nodata value and mask become NaN.
+* **SAFE.** The 13 ``IMG_DATA/*_B??.jp2`` of the granule; the 20 m and 60 m bands are resampled
+  (bilinear, nodata excluded) to the 10 m grid of B02. Reflectance = (DN + RADIO_ADD_OFFSET) /
+  QUANTIFICATION_VALUE, both read from ``MTD_MSIL1C.xml`` (the offset is -1000 from processing baseline
+  04.00, absent before). DN 0 is nodata.
+
+Every reader gives ``read(row0, row1)``: the scene's rows in the requested bands as float32 reflectance
+(C, rows, width), NaN at nodata; memory is that of the rows read, never the whole scene.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+import xml.etree.ElementTree as ET
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.core.errors import DataError, did_you_mean
+from bench.data.datasets.base import S2_BANDS
+
+SAFE_METADATA = "MTD_MSIL1C.xml"
+
+
+def band_name(text: str | None) -> str | None:
+    """``B02`` for ``B02``, ``B2``, ``b2`` or ``B02 (490 nm)``; None for anything else."""
+    m = re.match(r"^\s*[Bb](\d{1,2}|8[Aa])\b", text or "")
+    if not m:
+        return None
+    num = m.group(1).upper()
+    name = "B8A" if num == "8A" else f"B{int(num):02d}"
+    return name if name in S2_BANDS else None
+
+
+@dataclass
+class Raster:
+    """A scene to predict: its size, georeferencing, band names and a strip reader (see the module docstring)."""
+
+    path: Path
+    kind: str  # "GeoTIFF" | "SAFE"
+    height: int
+    width: int
+    crs: Any
+    transform: Any
+    bands: list[str]  # what the scene holds, by name
+    wanted: list[str] = field(default_factory=list)  # what read() returns, in this order
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def select(self, bands: list[str]) -> "Raster":
+        """Read ``bands`` (by name, in that order); a band the scene lacks raises, naming the file."""
+        missing = [b for b in bands if b not in self.bands]
+        if missing:
+            raise DataError(f"{self.path}: has no band {', '.join(missing)} (it has {', '.join(self.bands)}), "
+                            f"which the model needs ({', '.join(bands)})")
+        self.wanted = list(bands)
+        return self
+
+    def read(self, row0: int, row1: int) -> np.ndarray:
+        """Rows ``row0:row1`` of the selected bands: float32 reflectance, NaN at nodata."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the files."""
+
+
+class GeoTiff(Raster):
+    """A multi-band GeoTIFF (see the module docstring)."""
+
+    def __init__(self, path: Path, bands: list[str] | None = None, scale: float | None = None,
+                 offset: float = 0.0) -> None:
+        from bench.data.datasets.base import open_raster
+
+        self.src = open_raster(path)
+        names = self._names(path, bands)
+        integer = np.issubdtype(np.dtype(self.src.dtypes[0]), np.integer)
+        self.scale = scale if scale is not None else (1e-4 if integer else 1.0)
+        self.offset = offset
+        super().__init__(path, "GeoTIFF", self.src.height, self.src.width, self.src.crs, self.src.transform, names,
+                         meta={"units": f"(value + {offset:g}) x {self.scale:g}", "nodata": self.src.nodata})
+
+    def _names(self, path: Path, bands: list[str] | None) -> list[str]:
+        count = self.src.count
+        if bands:
+            if len(bands) != count:
+                raise DataError(f"{path}: has {count} bands, --bands names {len(bands)} ({', '.join(bands)})")
+            for b in bands:
+                if b not in S2_BANDS:
+                    raise DataError(f"--bands: unknown Sentinel-2 band {b!r}{did_you_mean(b, S2_BANDS)}")
+            return list(bands)
+        names = [band_name(d) for d in self.src.descriptions]
+        if None in names or len(set(names)) != count:
+            raise DataError(f"{path}: its {count} bands are not named by their descriptions "
+                            f"({list(self.src.descriptions)}); pass --bands with one Sentinel-2 band name per "
+                            "band in the file's order, e.g. --bands " + ",".join(S2_BANDS[:count]))
+        return names  # type: ignore[return-value]
+
+    def read(self, row0: int, row1: int) -> np.ndarray:
+        from rasterio.windows import Window
+
+        idx = [self.bands.index(b) + 1 for b in self.wanted]
+        try:
+            raw = self.src.read(idx, window=Window(0, row0, self.width, row1 - row0), masked=True)
+        except Exception as err:
+            raise DataError(f"{self.path}: cannot read rows {row0}-{row1} ({err})") from None
+        x = (raw.data.astype(np.float32) + np.float32(self.offset)) * np.float32(self.scale)
+        x[np.ma.getmaskarray(raw)] = np.nan
+        return x
+
+    def close(self) -> None:
+        self.src.close()
+
+
+class Safe(Raster):
+    """A Sentinel-2 L1C product, ``.SAFE`` folder or its zip (see the module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        import rasterio
+        from rasterio.enums import Resampling
+        from rasterio.vrt import WarpedVRT
+
+        metadata, images = safe_files(path)
+        self.quantification, offsets, baseline = safe_radiometry(metadata, path)
+        self.offsets = {b: offsets.get(i, 0.0) for i, b in enumerate(S2_BANDS)}
+        self.sources, self.views = {}, {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for b in S2_BANDS:
+                self.sources[b] = rasterio.open(images[b])
+        ref = self.sources["B02"]
+        for b, src in self.sources.items():
+            same = (src.height, src.width) == (ref.height, ref.width)
+            self.views[b] = src if same else WarpedVRT(
+                src, crs=ref.crs, transform=ref.transform, width=ref.width, height=ref.height,
+                resampling=Resampling.bilinear, src_nodata=0, nodata=0)
+        super().__init__(path, "SAFE", ref.height, ref.width, ref.crs, ref.transform, list(S2_BANDS),
+                         meta={"processing_baseline": baseline, "quantification": self.quantification,
+                               "radio_add_offset": offsets.get(1, 0.0)})
+
+    def read(self, row0: int, row1: int) -> np.ndarray:
+        from rasterio.windows import Window
+
+        out = np.empty((len(self.wanted), row1 - row0, self.width), dtype=np.float32)
+        for i, b in enumerate(self.wanted):
+            try:
+                dn = self.views[b].read(1, window=Window(0, row0, self.width, row1 - row0))
+            except Exception as err:
+                raise DataError(f"{self.path}: cannot read band {b} ({err})") from None
+            out[i] = (dn.astype(np.float32) + np.float32(self.offsets[b])) / np.float32(self.quantification)
+            out[i][dn == 0] = np.nan
+        return out
+
+    def close(self) -> None:
+        for v in {*self.views.values(), *self.sources.values()}:
+            v.close()
+
+
+def safe_files(path: Path) -> tuple[bytes, dict[str, str]]:
+    """The product metadata (bytes) and the rasterio path of each band's JP2, from a folder or a zip."""
+    if path.suffix.lower() == ".zip":
+        try:
+            names = zipfile.ZipFile(path).namelist()
+        except (OSError, zipfile.BadZipFile) as err:
+            raise DataError(f"{path}: not a readable zip ({err})") from None
+        meta = [n for n in names if n.endswith("/" + SAFE_METADATA) or n == SAFE_METADATA]
+        jp2 = {n.rsplit("/", 1)[-1]: f"/vsizip/{path.resolve()}/{n}" for n in names if "/IMG_DATA/" in n}
+        read_meta = (lambda: zipfile.ZipFile(path).read(meta[0])) if meta else None
+    else:
+        meta = [str(p) for p in path.glob(SAFE_METADATA)]
+        jp2 = {p.name: str(p) for p in path.glob("GRANULE/*/IMG_DATA/*.jp2")}
+        read_meta = (lambda: Path(meta[0]).read_bytes()) if meta else None
+    if read_meta is None:
+        raise DataError(f"{path}: no {SAFE_METADATA}; not a Sentinel-2 L1C product")
+    images = {}
+    for b in S2_BANDS:
+        found = [v for k, v in jp2.items() if k.endswith(f"_{b}.jp2")]
+        if len(found) != 1:
+            raise DataError(f"{path}: {'no' if not found else 'several'} GRANULE/*/IMG_DATA/*_{b}.jp2 "
+                            f"({len(found)} found); an L1C product has one per band")
+        images[b] = found[0]
+    return read_meta(), images
+
+
+def safe_radiometry(metadata: bytes, path: Path) -> tuple[float, dict[int, float], str | None]:
+    """QUANTIFICATION_VALUE, RADIO_ADD_OFFSET per band id (0 = B01 ... 12 = B12) and PROCESSING_BASELINE."""
+    try:
+        root = ET.fromstring(metadata)
+    except ET.ParseError as err:
+        raise DataError(f"{path}: {SAFE_METADATA} is not valid XML ({err})") from None
+    q = next((e.text for e in root.iter() if e.tag.endswith("QUANTIFICATION_VALUE")), None)
+    if q is None:
+        raise DataError(f"{path}: {SAFE_METADATA} has no QUANTIFICATION_VALUE")
+    offsets = {int(e.attrib["band_id"]): float(e.text) for e in root.iter() if e.tag.endswith("RADIO_ADD_OFFSET")}
+    baseline = next((e.text for e in root.iter() if e.tag.endswith("PROCESSING_BASELINE")), None)
+    return float(q), offsets, baseline
+
+
+def open_scene(path: str | Path, bands: list[str] | None = None, scale: float | None = None,
+               offset: float = 0.0) -> Raster:
+    """A GeoTIFF or an L1C product (``.SAFE`` folder, or a zip of one) as a :class:`Raster`."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.is_dir() or path.suffix.lower() == ".zip":
+        if bands:
+            raise DataError(f"{path}: --bands is for GeoTIFFs; an L1C product names its own bands")
+        return Safe(path)
+    return GeoTiff(path, bands, scale, offset)

@@ -1,0 +1,204 @@
+"""The one inference path of evaluation and prediction: fast paths, then overlapping tiles over strips.
+
+* :class:`FastPaths`: channels_last memory format, bf16 autocast (on where the hardware runs it fast: a CPU
+  with AMX or AVX512-BF16, a CUDA GPU with bf16), optional ``torch.compile``. Results record which ran.
+* :func:`predict_strips` covers a scene of any size with ``tile`` x ``tile`` tiles whose outer ``overlap``
+  pixels are discarded (so seams do not show), reading the scene one strip of rows at a time: memory is
+  bounded by a strip and a batch of tiles, not the scene. A scene-level normalizer takes its statistics
+  from a first streamed pass (:meth:`bench.data.normalizers.Normalizer.scene_function`). Tiles flow into
+  batches across strips in row-major order, so a scene read whole or in strips gives the same batches.
+
+With ``overlap = 0`` the tiles are :func:`bench.data.splits.tile_grid`'s, edge tiles mirrored to full size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.core.errors import ConfigError
+from bench.data.splits import pad_to
+from bench.models.base import Contract, SceneModel
+
+#: a scene up to this many pixels is read whole (and its scene-level statistics are exact); a larger one
+#: in strips (statistics streamed, error below 4 x range / 65,536 per band)
+WHOLE_PIXELS = 4096 * 4096
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def bf16_is_fast(device: str) -> bool:
+    """True where bf16 autocast is faster than fp32: a CUDA GPU that supports bf16, or a CPU with AMX or
+    AVX512-BF16 (elsewhere the CPU emulates bf16 and is several times slower)."""
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    return bool(cpu and (cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported()))
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``fp32`` or ``bf16``: ``auto`` picks bf16 where :func:`bf16_is_fast`."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if bf16_is_fast(device) else "fp32"
+    return precision
+
+
+@dataclass(frozen=True)
+class FastPaths:
+    """How a torch model runs: memory format, autocast precision, compilation."""
+
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    channels_last: bool = True
+    compile: bool = False
+
+    def prepare(self, module: nn.Module, device: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The model on ``device`` in this memory format, as a function of a batch (its train / eval mode
+        is left as it is: an adapter may keep BatchNorm on batch statistics)."""
+        module = module.to(device)
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        return torch.compile(module) if self.compile else module
+
+    def logits(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: str) -> torch.Tensor:
+        """float32 logits of a batch."""
+        x = x.to(device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        with torch.no_grad(), torch.autocast(kind, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return fn(x).float()
+
+    def describe(self) -> dict[str, Any]:
+        """What results record."""
+        return {"precision": self.precision, "channels_last": self.channels_last, "compile": self.compile}
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Tiles of ``tile`` px; each keeps its centre and drops ``overlap`` px on every side that has a neighbour."""
+
+    tile: int
+    overlap: int = 0
+
+    def __post_init__(self) -> None:
+        if self.tile < 32 or self.tile % 32:
+            raise ConfigError(f"tile size must be a multiple of 32, got {self.tile}")
+        if not 0 <= 2 * self.overlap < self.tile:
+            raise ConfigError(f"overlap must be at least 0 and under half the tile ({self.tile} px), got {self.overlap}")
+
+    @property
+    def stride(self) -> int:
+        return self.tile - 2 * self.overlap
+
+    def strips(self, height: int, width: int, channels: int = 1, whole_pixels: int = WHOLE_PIXELS) -> list[tuple[int, int]]:
+        """Core row ranges of the strips: the whole scene if it is small, else one row of tiles each."""
+        if height * width <= whole_pixels:
+            return [(0, height)]
+        return [(r, min(r + self.stride, height)) for r in range(0, height, self.stride)]
+
+    def tiles(self, r0: int, r1: int, height: int, width: int) -> Iterator[tuple[tuple[int, int, int, int], tuple[int, int]]]:
+        """``(read window, core offset)`` of the tiles whose cores cover rows ``r0:r1``: the window is
+        ``(row0, col0, row1, col1)`` in the scene, the core starts ``(drow, dcol)`` inside it."""
+        for cr in range(r0, r1, self.stride):
+            for cc in range(0, width, self.stride):
+                wr, wc = max(cr - self.overlap, 0), max(cc - self.overlap, 0)
+                yield (wr, wc, min(cr + self.stride + self.overlap, height),
+                       min(cc + self.stride + self.overlap, width)), (cr - wr, cc - wc)
+
+
+Reader = Callable[[int, int], np.ndarray]  # rows r0:r1 -> (C, r1 - r0, W) model-ready input, NaN = nodata
+Batch = Callable[[torch.Tensor], np.ndarray]  # (N, C, T, T) -> (N, K, T, T) per-pixel outputs
+
+
+Tile = tuple[int, tuple[int, int, int, int], tuple[int, int], np.ndarray]  # strip, window, core offset, input
+
+
+def tile_stream(read: Reader, height: int, width: int, tiling: Tiling, strips: list[tuple[int, int]],
+                tile_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+                on_strip: Callable[[int, int], None] | None = None) -> Iterator[Tile]:
+    """Every tile of the scene, strip after strip, in row-major order: its strip index, read window, core
+    offset and model input (``tile_fn`` applied, mirrored to full size, NaN as 0). ``on_strip(k, n)`` is
+    called with each strip's tile count before its tiles."""
+    for k, (r0, r1) in enumerate(strips):
+        top, bottom = max(r0 - tiling.overlap, 0), min(r1 + tiling.overlap, height)
+        image = read(top, bottom)
+        windows = list(tiling.tiles(r0, r1, height, width))
+        if on_strip:
+            on_strip(k, len(windows))
+        for (wr, wc, wr1, wc1), core in windows:
+            t = image[:, wr - top:wr1 - top, wc:wc1]
+            t = pad_to(tile_fn(t) if tile_fn else t, tiling.tile).astype(np.float32)
+            yield k, (wr, wc, wr1, wc1), core, np.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)
+        del image
+
+
+def input_batches(tiles: Iterator[Tile], batch_size: int) -> Iterator[tuple[list[Tile], torch.Tensor]]:
+    """Tiles grouped into batches: ``(tiles, (N, C, T, T) tensor)``."""
+    chunk: list[Tile] = []
+    for t in tiles:
+        chunk.append(t)
+        if len(chunk) == batch_size:
+            yield chunk, torch.stack([torch.from_numpy(c[3]) for c in chunk])
+            chunk = []
+    if chunk:
+        yield chunk, torch.stack([torch.from_numpy(c[3]) for c in chunk])
+
+
+def predict_strips(read: Reader, height: int, width: int, tiling: Tiling, run_batch: Batch, batch_size: int,
+                   tile_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+                   strips: list[tuple[int, int]] | None = None,
+                   on_batch: Callable[[int], None] | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(row0, row1, outputs)`` for each strip of core rows, in order: ``outputs`` (K, row1 - row0, W)
+    from ``run_batch`` over the tiles (``tile_fn`` normalizes each tile first)."""
+    strips = strips or tiling.strips(height, width)
+    open_: dict[int, list[Any]] = {}  # strip index -> [outputs, tiles left]
+
+    def opened(k: int, n: int) -> None:
+        open_[k] = [None, n]
+
+    done = 0
+    for chunk, x in input_batches(tile_stream(read, height, width, tiling, strips, tile_fn, opened), batch_size):
+        for (k, (wr, wc, wr1, wc1), (dr, dc), _), o in zip(chunk, run_batch(x)):
+            r0, r1 = strips[k]
+            h, w = min(tiling.stride, r1 - wr - dr, wr1 - wr - dr), min(tiling.stride, wc1 - wc - dc)
+            if open_[k][0] is None:
+                open_[k][0] = np.zeros((o.shape[0], r1 - r0, width), dtype=o.dtype)
+            open_[k][0][:, wr + dr - r0:wr + dr - r0 + h, wc + dc:wc + dc + w] = o[:, dr:dr + h, dc:dc + w]
+            open_[k][1] -= 1
+        if on_batch:
+            on_batch(len(chunk))
+        while done in open_ and open_[done][1] == 0:
+            yield *strips[done], open_.pop(done)[0]
+            done += 1
+
+
+def scene_model_strips(read: Reader, height: int, width: int, tiling: Tiling, model: SceneModel,
+                       contract: Contract, strips: list[tuple[int, int]] | None = None,
+                       on_strip: Callable[[int], None] | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+    """The same for a model that is not torch (it predicts whole arrays): ``overlap`` rows of context above
+    and below each strip; outputs are project class indices, (1, rows, W)."""
+    classes = contract.class_of_code()
+    for r0, r1 in strips or tiling.strips(height, width):
+        top, bottom = max(r0 - tiling.overlap, 0), min(r1 + tiling.overlap, height)
+        pred = classes[model.predict(read(top, bottom))]
+        if on_strip:
+            on_strip(r1 - r0)
+        yield r0, r1, pred[None, r0 - top:r1 - top]
+
+
+def class_batches(fast: FastPaths, fn: Callable[[torch.Tensor], torch.Tensor], device: str,
+                  probabilities: bool = False) -> Batch:
+    """A ``run_batch`` giving the class index (and, with ``probabilities``, the softmax of each class after it)."""
+    def run(x: torch.Tensor) -> np.ndarray:
+        logits = fast.logits(fn, x, device)
+        cls = logits.argmax(1, keepdim=True).float()
+        out = torch.cat([cls, logits.softmax(1)], 1) if probabilities else cls.to(torch.uint8)
+        return out.cpu().numpy()
+
+    return run

@@ -1,0 +1,320 @@
+"""``bench predict``: a model's masks for whole scenes, written as cloud-optimised GeoTIFFs.
+
+    from bench.run.predict import load_predictor, predict
+    predictor = load_predictor(run="runs/results/samples_cross/unet_mnv2-percentile-none-s0-....json")
+    predict(predictor, "T35VLC_20240816.SAFE.zip", "mask.tif", probabilities="probs.tif")
+
+The model is a trained run (its result JSON, its model folder or ``model.pt``, with the normalizer fitted
+for it), or a pretrained model of the zoo by name (zero-shot, with its own preprocessing). The scene is
+read strip by strip and predicted through :mod:`bench.run.inference`, the path evaluation takes, so a
+mask equals the evaluation's prediction for the same model, tiles and scene. Outputs are written under a
+temporary name and renamed when complete: an interrupted prediction leaves nothing under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.core.errors import ConfigError, DataError
+from bench.core.labels import CLASSES, COLOURS, IGNORE
+from bench.core.progress import Progress
+from bench.core.registry import get_registry
+from bench.core.results import read_result
+from bench.data.normalizers import Normalizer
+from bench.data.rasters import Raster, open_scene
+from bench.models.base import TRAINED, Contract, SceneModel, contract_of
+from bench.run.checkpoints import load_torch
+from bench.run.inference import (WHOLE_PIXELS, FastPaths, Tiling, class_batches, predict_strips,
+                                 scene_model_strips)
+from bench.run.plan import MODEL_FILE, RunConfig, find_weights
+
+NODATA = IGNORE  # 255 in the class mask and in uint8 probabilities
+PROBABILITY_TYPES = ("uint8", "float32")  # uint8: percent 0-100
+
+
+@dataclass
+class Predictor:
+    """A model ready to predict scenes: the network or scene model, its fitted normalizer, its bands."""
+
+    name: str
+    module: Any  # nn.Module or SceneModel
+    normalizer: Normalizer
+    bands: list[str]
+    contract: Contract
+    patch: int | None = None  # the tile size a patch-level normalizer was trained with
+    source: dict[str, Any] = field(default_factory=dict)  # model, norm, mode, where it came from
+
+
+def load_predictor(model: str | None = None, run: str | Path | None = None, weights: str | None = None) -> Predictor:
+    """A trained run (``run``: result JSON, model folder or ``model.pt``) or a pretrained model by name."""
+    if (model is None) == (run is None):
+        raise ConfigError("give a pretrained model's name (--model) or a trained run (--run), not both")
+    return from_run(Path(run)) if run is not None else from_zoo(model, weights)
+
+
+def from_zoo(name: str, weights: str | None = None) -> Predictor:
+    """A pretrained model as it comes (zero-shot, ``native`` normalizer)."""
+    entry = get_registry().get("model", name)
+    contract = contract_of(entry)
+    if contract.framework == TRAINED:
+        raise ConfigError(f"model {name!r} is trained here, not pretrained: pass --run with one of its results "
+                          f"(a result JSON or a model folder that `bench run --model {name}` wrote)")
+    files = find_weights(RunConfig(model=name, weights=weights), contract)
+    runtime: dict[str, Any] = {"in_channels": len(contract.bands)}
+    if files:
+        runtime["weight_files"] = [str(f) for f in files]
+    built = entry.build(**runtime)
+    norm = get_registry().get("norm", "native").build()
+    return Predictor(name, built.module, norm, list(contract.bands), contract,
+                     source={"model": name, "norm": "native", "mode": "zero-shot", "weights": built.weights})
+
+
+def model_file(run: Path) -> tuple[Path, dict[str, Any] | None]:
+    """``model.pt`` of a result JSON, a model folder or the file itself, and the result if one was given."""
+    if not run.exists():
+        raise DataError(f"--run {run}: no such file or folder")
+    if run.is_dir():
+        return run / MODEL_FILE, None
+    if run.suffix == ".json":
+        result = read_result(run)
+        if result is None:
+            raise DataError(f"--run {run}: not a result JSON (it was set aside as damaged)")
+        return Path(result["checkpoint"]), result
+    return run, None
+
+
+def from_run(run: Path) -> Predictor:
+    """A model trained or fine-tuned here, with the normalizer fitted for it."""
+    path, result = model_file(run)
+    if result is not None and result["model"].get("mode") == "zero-shot":
+        return from_zoo(result["config"]["model"], None)
+    state = load_torch(path) if path.exists() else None
+    if state is None:
+        raise DataError(f"--run {run}: no finished model at {path} (is the training done? `bench run` resumes it)")
+    reg = get_registry()
+    entry = reg.get("model", state["model"])
+    if "encoder_weights" in entry.settings:  # the trained weights replace them: nothing to look for
+        entry = replace(entry, settings={**entry.settings, "encoder_weights": None})
+    contract = contract_of(entry)
+    runtime: dict[str, Any] = {"in_channels": state["in_channels"]}
+    if contract.weights:  # fine-tuned: the pretrained file gives the architecture
+        runtime["weight_files"] = [str(f) for f in find_weights(RunConfig(model=state["model"]), contract)]
+    built = entry.build(**runtime)
+    built.module.load_state_dict(state["state_dict"])
+    normalizer = reg.get("norm", state["norm"]).build().load_state_dict(state["normalizer"])
+    patch = trained_patch(path)
+    return Predictor(state["model"], built.module, normalizer, list(state["bands"]), contract, patch,
+                     source={"model": state["model"], "norm": state["norm"], "mode": state.get("mode", "trained"),
+                             "checkpoint": str(path)})
+
+
+def trained_patch(path: Path) -> int | None:
+    """The training patch size recorded beside ``model.pt`` (``train.json``), if any."""
+    try:
+        return int(json.loads((path.parent / "train.json").read_text())["identity"]["recipe"]["patch_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@dataclass
+class Written:
+    """What ``predict`` wrote, and how fast."""
+
+    mask: Path
+    probabilities: Path | None
+    height: int
+    width: int
+    tiles: int
+    seconds: float
+    fast_paths: dict[str, Any] | None
+    nodata_pixels: int
+
+    def summary(self) -> str:
+        """One line for the terminal."""
+        rate = f", {self.tiles / self.seconds:.1f} tiles/s" if self.tiles and self.seconds else ""
+        return (f"wrote {self.mask} ({self.height} x {self.width} px, {self.seconds:.1f} s{rate}"
+                f"{', ' + str(self.probabilities) if self.probabilities else ''})")
+
+
+def predict(predictor: Predictor, source: str | Path, out: str | Path, probabilities: str | Path | None = None,
+            bands: list[str] | None = None, scale: float | None = None, offset: float = 0.0, tile: int = 512,
+            overlap: int = 32, batch_size: int = 8, device: str = "cpu", fast: FastPaths | None = None,
+            probability_type: str = "uint8", overwrite: bool = False, progress: bool = True,
+            whole_pixels: int = WHOLE_PIXELS) -> Written:
+    """Predict the scene at ``source`` and write its class mask to ``out`` (see the module docstring)."""
+    t0 = time.perf_counter()
+    outputs = [Path(p) for p in (out, probabilities) if p is not None]
+    check_outputs(outputs, overwrite, probability_type, predictor, probabilities)
+    if predictor.normalizer.level == "patch" and predictor.patch and tile != predictor.patch:
+        tile = predictor.patch  # statistics of each tile: the tile it was trained with
+    tiling, fast = Tiling(tile, overlap), fast or FastPaths()
+    raster = open_scene(source, bands, scale, offset).select(predictor.bands)
+    try:
+        strips = tiling.strips(raster.height, raster.width, whole_pixels=whole_pixels)
+        read, nodata = scene_reader(raster, predictor.normalizer, strips, progress)
+        with MaskWriter(Path(out), raster, predictor, tiling, fast, probabilities, probability_type) as writer:
+            n_tiles = sum(len(list(tiling.tiles(r0, r1, raster.height, raster.width))) for r0, r1 in strips)
+            bar = Progress(n_tiles, "tiles", f"predict {Path(source).name}", enabled=progress)
+            for r0, r1, outputs_ in scene_strips(predictor, read, raster, tiling, strips, batch_size, device, fast,
+                                                 probabilities is not None, bar):
+                writer.write(r0, r1, outputs_, nodata(r0, r1))
+                bar.update(0, status=f"{bar.done / max(time.perf_counter() - t0, 1e-9):.1f} tiles/s")
+            bar.close()
+    finally:
+        raster.close()
+    return Written(Path(out), Path(probabilities) if probabilities else None, raster.height, raster.width,
+                   n_tiles, time.perf_counter() - t0,
+                   fast.describe() if isinstance(predictor.module, nn.Module) else None, writer.nodata)
+
+
+def check_outputs(outputs: list[Path], overwrite: bool, probability_type: str, predictor: Predictor,
+                  probabilities: str | Path | None) -> None:
+    """Refuse what cannot be written before anything is read."""
+    for p in outputs:
+        if p.exists() and not overwrite:
+            raise ConfigError(f"{p} exists; pass --overwrite to replace it")
+    if probability_type not in PROBABILITY_TYPES:
+        raise ConfigError(f"probabilities are written as {' or '.join(PROBABILITY_TYPES)}, got {probability_type!r}")
+    if probabilities is not None and not isinstance(predictor.module, nn.Module):
+        raise ConfigError(f"model {predictor.name!r} ({predictor.contract.framework}) gives classes, not "
+                          "probabilities; leave out --probabilities")
+
+
+def scene_reader(raster: Raster, normalizer: Normalizer, strips: list[tuple[int, int]], progress: bool):  # noqa: ANN201
+    """``read(r0, r1)``: normalized rows, and ``nodata(r0, r1)``: where a band of the rows read last is NaN.
+    A scene-level normalizer sees the whole scene if it is read whole, else its statistics come from a first
+    streamed pass over the strips."""
+    if normalizer.level == "scene" and len(strips) > 1:
+        bar = Progress(len(strips), "strips", "scene statistics", enabled=progress)
+
+        def passing():  # noqa: ANN202
+            for r0, r1 in strips:
+                yield raster.read(r0, r1)
+                bar.update(1)
+
+        fn = normalizer.scene_function(passing())
+        bar.close()
+    else:
+        fn = normalizer.scene_function([]) if normalizer.level != "scene" else normalizer.transform
+    held: dict[int, np.ndarray] = {}  # first row read -> nodata of the rows read, until written
+
+    def read(r0: int, r1: int) -> np.ndarray:
+        x = raster.read(r0, r1)
+        held[r0] = np.isnan(x).any(0)
+        return fn(x)
+
+    def nodata(r0: int, r1: int) -> np.ndarray:
+        top = max(k for k in held if k <= r0)
+        for k in [k for k in held if k < top]:
+            held.pop(k)
+        return held[top][r0 - top:r1 - top]
+
+    return read, nodata
+
+
+def scene_strips(predictor: Predictor, read, raster: Raster, tiling: Tiling, strips: list[tuple[int, int]],  # noqa: ANN001
+                 batch_size: int, device: str, fast: FastPaths, probabilities: bool, bar: Progress):  # noqa: ANN201
+    """``(row0, row1, outputs)`` per strip: (1, ...) project class, then 4 probabilities if asked."""
+    h, w = raster.height, raster.width
+    if not isinstance(predictor.module, nn.Module):
+        model: SceneModel = predictor.module
+        yield from scene_model_strips(read, h, w, tiling, model, predictor.contract, strips,
+                                      lambda rows: bar.update(-(-rows // tiling.stride) * -(-w // tiling.stride)))
+        return
+    predictor.module.eval()
+    run = class_batches(fast, fast.prepare(predictor.module, device), device, probabilities)
+    tile_fn = predictor.normalizer.transform if predictor.normalizer.level == "patch" else None
+    yield from predict_strips(read, h, w, tiling, run, batch_size, tile_fn, strips, bar.update)
+
+
+class MaskWriter:
+    """The class mask (and probabilities) written strip by strip into temporary tiled GeoTIFFs beside the
+    outputs, then converted to cloud-optimised GeoTIFFs (DEFLATE, overviews) and renamed into place."""
+
+    def __init__(self, out: Path, raster: Raster, predictor: Predictor, tiling: Tiling, fast: FastPaths,
+                 probabilities: str | Path | None, probability_type: str) -> None:
+        self.out, self.raster, self.prob_path = out, raster, Path(probabilities) if probabilities else None
+        self.prob_type, self.nodata = probability_type, 0
+        self.tags = {"model": predictor.name, **{k: str(v) for k, v in predictor.source.items()},
+                     "bands": ",".join(predictor.bands), "source": str(raster.path),
+                     "tile": str(tiling.tile), "overlap": str(tiling.overlap),
+                     "classes": json.dumps(dict(enumerate(CLASSES))), "nodata": str(NODATA),
+                     "fast_paths": json.dumps(fast.describe()), "software": "cloudbench"}
+
+    def __enter__(self) -> "MaskWriter":
+        import rasterio
+
+        self.parts: list[tuple[Path, Path]] = []
+        self.mask = self._open(rasterio, self.out, 1, "uint8", NODATA)
+        self.mask.write_colormap(1, colour_table())
+        self.mask.set_band_description(1, "class")
+        self.probs = None
+        if self.prob_path is not None:
+            nodata = NODATA if self.prob_type == "uint8" else float("nan")
+            self.probs = self._open(rasterio, self.prob_path, len(CLASSES), self.prob_type, nodata)
+            for i, name in enumerate(CLASSES, 1):
+                self.probs.set_band_description(i, f"{name} probability" + (" (percent)" if self.prob_type == "uint8" else ""))
+        return self
+
+    def _open(self, rasterio, final: Path, count: int, dtype: str, nodata: float):  # noqa: ANN001, ANN202
+        final.parent.mkdir(parents=True, exist_ok=True)
+        part = final.with_name(f".{final.name}.partial")
+        self.parts.append((part, final))
+        dst = rasterio.open(part, "w", driver="GTiff", height=self.raster.height, width=self.raster.width,
+                            count=count, dtype=dtype, crs=self.raster.crs, transform=self.raster.transform,
+                            nodata=nodata, tiled=True, blockxsize=512, blockysize=512, BIGTIFF="IF_SAFER")
+        dst.update_tags(**self.tags)
+        return dst
+
+    def write(self, r0: int, r1: int, outputs: np.ndarray, nodata: np.ndarray) -> None:
+        """Rows ``r0:r1``: classes (and probabilities); ``nodata`` pixels get the nodata value."""
+        from rasterio.windows import Window
+
+        window = Window(0, r0, self.raster.width, r1 - r0)
+        self.nodata += int(nodata.sum())
+        classes = outputs[0].astype(np.uint8)
+        classes[nodata] = NODATA
+        self.mask.write(classes, 1, window=window)
+        if self.probs is not None:
+            p = outputs[1:]
+            p = np.round(p * 100).astype(np.uint8) if self.prob_type == "uint8" else p.astype(np.float32)
+            p[:, nodata] = NODATA if self.prob_type == "uint8" else np.nan
+            self.probs.write(p, window=window)
+
+    def __exit__(self, kind, error, trace) -> None:  # noqa: ANN001
+        from rasterio.shutil import copy as copy_raster
+
+        for dst in (self.mask, self.probs):
+            if dst is not None:
+                dst.close()
+        try:
+            if kind is None:
+                for (part, final), resampling in zip(self.parts, ["MODE", "AVERAGE"]):
+                    cog = final.with_name(f".{final.name}.cog")
+                    copy_raster(part, cog, driver="COG", compress="DEFLATE", blocksize=512,
+                                overview_resampling=resampling, BIGTIFF="IF_SAFER")
+                    os.replace(cog, final)
+        finally:
+            for part, final in self.parts:
+                part.unlink(missing_ok=True)
+                final.with_name(f".{final.name}.cog").unlink(missing_ok=True)
+
+
+def colour_table() -> dict[int, tuple[int, int, int, int]]:
+    """Class code -> RGBA, nodata transparent."""
+    table = {i: (*(int(COLOURS[n][k:k + 2], 16) for k in (1, 3, 5)), 255) for i, n in enumerate(CLASSES)}
+    return {**table, NODATA: (0, 0, 0, 0)}
+
+
+def default_device() -> str:
+    """cuda where there is a GPU, else cpu."""
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,294 @@
+"""`bench predict` and the inference path it shares with evaluation: tiles and overlaps, strips, nodata,
+band naming, SAFE products, interruption, and agreement with evaluation on a real scene."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.transform import from_origin
+from torch import nn
+
+from bench.cli import main
+from bench.core.errors import ConfigError, DataError
+from bench.data.normalizers import HistMatch, Percentile, PercentileScene
+from bench.data.rasters import band_name, open_scene
+from bench.models.base import Contract
+from bench.run.inference import FastPaths, Tiling, class_batches, predict_strips, resolve_precision
+from bench.run.predict import Predictor, predict
+from conftest import UKIS_BANDS
+
+REPO = Path(__file__).resolve().parent.parent
+EOLEARN = REPO / "bench" / "data" / "samples" / "eolearn_slovenia" / "images" / "2015-07-11.tif"
+S2 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
+
+
+class LocalNet(nn.Module):
+    """A 3 x 3 convolution with edge-replicating padding: each output pixel sees its 8 neighbours only, so a
+    scene predicted in tiles that overlap by at least 1 px must equal the scene predicted whole."""
+
+    def __init__(self, bands: int) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(bands, 4, 3, padding=1, padding_mode="replicate")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def whole(net: nn.Module, image: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return net(torch.from_numpy(np.nan_to_num(image))[None]).argmax(1)[0].numpy()
+
+
+def tiled(net: nn.Module, image: np.ndarray, tiling: Tiling, strips=None, batch_size: int = 3) -> np.ndarray:  # noqa: ANN001
+    run = class_batches(FastPaths(channels_last=False), net, "cpu")
+    parts = list(predict_strips(lambda r0, r1: image[:, r0:r1], *image.shape[1:], tiling, run, batch_size,
+                                strips=strips))
+    assert [p[0] for p in parts] == sorted(p[0] for p in parts)  # strips come out in order
+    return np.concatenate([p[2][0] for p in parts])
+
+
+@pytest.mark.parametrize("shape", [(200, 170), (64, 64), (65, 97), (31, 300)])
+def test_overlapping_tiles_cover_every_pixel_once(shape):
+    tiling = Tiling(64, 8)
+    count = np.zeros(shape, dtype=int)
+    for r0, r1 in tiling.strips(*shape, whole_pixels=0):
+        for (wr, wc, wr1, wc1), (dr, dc) in tiling.tiles(r0, r1, *shape):
+            assert 0 <= wr < wr1 <= shape[0] and 0 <= wc < wc1 <= shape[1] and wr1 - wr <= 64 and wc1 - wc <= 64
+            h, w = min(tiling.stride, r1 - wr - dr, wr1 - wr - dr), min(tiling.stride, wc1 - wc - dc)
+            count[wr + dr:wr + dr + h, wc + dc:wc + dc + w] += 1
+    assert (count == 1).all()
+
+
+def test_overlap_removes_seams_and_strips_change_nothing(ukis):
+    image = ukis[0][:, :200, :170]
+    net = LocalNet(len(image)).eval()
+    expected = whole(net, image)
+    for tiling in (Tiling(64, 1), Tiling(96, 16)):
+        assert (tiled(net, image, tiling) == expected).all()
+        strips = tiling.strips(*image.shape[1:], whole_pixels=0)
+        assert len(strips) > 1 and (tiled(net, image, tiling, strips) == expected).all()
+    seams = tiled(net, image, Tiling(64, 0)) != expected  # without overlap, tile edges differ
+    assert seams.any() and not seams[1:63, 1:63].any()
+
+
+def test_precision_choice_follows_the_hardware():
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    assert resolve_precision("auto", "cpu") in ("fp32", "bf16")
+    with pytest.raises(ConfigError, match="precision"):
+        resolve_precision("fp16", "cpu")
+    with pytest.raises(ConfigError, match="overlap"):
+        Tiling(64, 32)
+
+
+@pytest.mark.parametrize("norm", [PercentileScene(), HistMatch(quantiles=101)])
+def test_streamed_scene_statistics_match_the_whole_scene(ukis, norm):
+    image = ukis[0]
+    if norm.needs_fit:
+        norm.fit([(image[:, :256], None)])
+    strips = [(r, min(r + 100, 512)) for r in range(0, 512, 100)]
+    fn = norm.scene_function(image[:, r0:r1] for r0, r1 in strips)
+    streamed = np.concatenate([fn(image[:, r0:r1]) for r0, r1 in strips], axis=1)
+    exact = norm.transform(image)
+    assert np.abs(streamed - exact).max() < 0.01 * np.abs(exact).max()
+
+
+def scene_tif(tmp_path: Path, image: np.ndarray, descriptions: list[str] | None = None, nodata=None) -> Path:  # noqa: ANN001
+    path = tmp_path / "scene.tif"
+    with rasterio.open(path, "w", driver="GTiff", height=image.shape[1], width=image.shape[2], count=len(image),
+                       dtype=image.dtype, crs="EPSG:32633", transform=from_origin(465180, 5080260, 10, 10),
+                       nodata=nodata) as dst:
+        dst.write(image)
+        for i, d in enumerate(descriptions or [], 1):
+            dst.set_band_description(i, d)
+    return path
+
+
+def local_predictor(bands: list[str], norm=None) -> Predictor:  # noqa: ANN001
+    return Predictor("local", LocalNet(len(bands)), norm or Percentile(0, 100).fit([(np.zeros((len(bands), 2, 2)), None),
+                                                                                   (np.ones((len(bands), 2, 2)), None)]),
+                     bands, Contract())
+
+
+def test_predict_keeps_georeferencing_nodata_and_colours(tmp_path, ukis):
+    image = (ukis[0][:, :150, :130] * 10000).astype(np.uint16)
+    image[:, 10:20, 30:50] = 0  # nodata
+    src = scene_tif(tmp_path, image, ["B2", "B03 (blue)", "B4", "B8", "B11", "B12"], nodata=0)
+    predictor = local_predictor(UKIS_BANDS)
+    w = predict(predictor, src, tmp_path / "mask.tif", tmp_path / "probs.tif", tile=64, overlap=4, progress=False,
+                fast=FastPaths(channels_last=False))
+    with rasterio.open(src) as a, rasterio.open(w.mask) as m, rasterio.open(tmp_path / "probs.tif") as p:
+        assert (m.crs, m.transform, m.shape) == (a.crs, a.transform, a.shape)
+        mask, probs = m.read(1), p.read()
+        assert m.nodata == 255 and m.colormap(1)[255][3] == 0 and m.colormap(1)[3] == (84, 39, 143, 255)
+        assert m.profile["compress"] == "deflate" and m.profile["tiled"]
+    assert (mask[10:20, 30:50] == 255).all() and (probs[:, 10:20, 30:50] == 255).all()
+    assert w.nodata_pixels == 200 and (mask != 255).sum() == 150 * 130 - 200
+    expected = whole(predictor.module.eval(), predictor.normalizer.transform(image.astype(np.float32) * 1e-4))
+    valid = mask != 255
+    assert (mask[valid] == expected[valid]).all()  # nodata reaches the model as 0, whole or tiled
+    assert np.abs(probs[:, valid].sum(0).astype(int) - 100).max() <= 2  # percent, rounded
+    chosen = np.take_along_axis(probs, np.where(valid, mask, 0)[None], 0)[0]
+    assert (chosen[valid] == probs[:, valid].max(0)).all()  # the class has the highest probability (ties: rounding)
+
+
+def test_bands_are_named_by_flag_or_description_else_refused(tmp_path, ukis):
+    assert [band_name(t) for t in ("B2", "b02", "B8A", "B8a (865 nm)", "red", None, "B13")] == \
+        ["B02", "B02", "B8A", "B8A", None, None, None]
+    src = scene_tif(tmp_path, ukis[0][:, :64, :64])
+    with pytest.raises(DataError, match=r"scene.tif: its 6 bands are not named.*--bands"):
+        open_scene(src)
+    with pytest.raises(DataError, match="has 6 bands, --bands names 4"):
+        open_scene(src, ["B02", "B03", "B04", "B08"])
+    with pytest.raises(DataError, match=r"scene.tif: has no band B01.*which the model needs"):
+        open_scene(src, UKIS_BANDS).select(["B01", "B02"])
+    x = open_scene(src, UKIS_BANDS).select(["B04", "B02"]).read(0, 8)
+    assert np.allclose(x, ukis[0][[2, 0], :8, :64])  # float: reflectance as it is, bands reordered
+
+
+def write_safe(root: Path, dn: dict[str, np.ndarray], offset: int | None) -> Path:
+    """A small L1C-like product: MTD_MSIL1C.xml and GRANULE/*/IMG_DATA/*_B??.jp2 (lossless), at 10/20/60 m."""
+    safe = root / "S2B_MSIL1C_20240816T100559_N0511_R022_T34VEJ_20240816T120000.SAFE"
+    img = safe / "GRANULE" / "L1C_T34VEJ_A000001_20240816T100559" / "IMG_DATA"
+    img.mkdir(parents=True)
+    offsets = "".join(f'<RADIO_ADD_OFFSET band_id="{i}">{offset}</RADIO_ADD_OFFSET>' for i in range(13)) if offset else ""
+    (safe / "MTD_MSIL1C.xml").write_text(
+        '<?xml version="1.0"?><n1:Level-1C_User_Product xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-1C.xsd">'
+        "<n1:General_Info><Product_Info><PROCESSING_BASELINE>05.11</PROCESSING_BASELINE></Product_Info>"
+        "<Product_Image_Characteristics><QUANTIFICATION_VALUE unit=\"none\">10000</QUANTIFICATION_VALUE>"
+        f"<Radiometric_Offset_List>{offsets}</Radiometric_Offset_List></Product_Image_Characteristics>"
+        "</n1:General_Info></n1:Level-1C_User_Product>")
+    for band, a in dn.items():
+        res = 600 // a.shape[0]
+        with rasterio.open(img / f"T34VEJ_20240816T100559_{band}.jp2", "w", driver="JP2OpenJPEG", height=a.shape[0],
+                           width=a.shape[1], count=1, dtype="uint16", crs="EPSG:32634",
+                           transform=from_origin(500000, 6300000, res, res), QUALITY=100, REVERSIBLE="YES") as d:
+            d.write(a[None])
+    return safe
+
+
+def test_safe_products_are_read_at_10_m_with_their_offset(tmp_path):
+    rng = np.random.default_rng(0)
+    size = {"B02": 60, "B03": 60, "B04": 60, "B08": 60, "B01": 10, "B09": 10, "B10": 10}
+    dn = {b: rng.integers(1000, 6000, (size.get(b, 30),) * 2).astype(np.uint16) for b in S2}
+    dn["B02"][:5, :5] = 0
+    safe = write_safe(tmp_path, dn, offset=-1000)
+    scene = open_scene(safe).select(["B02", "B11", "B01"])
+    assert (scene.height, scene.width, scene.meta["processing_baseline"]) == (60, 60, "05.11")
+    x = scene.read(0, 60)
+    assert x.shape == (3, 60, 60) and np.isnan(x[0, :5, :5]).all()
+    assert np.allclose(x[0, 5:, 5:], (dn["B02"][5:, 5:].astype(np.float32) - 1000) / 10000)
+    assert np.allclose(x[1, 20:40:2, 20:40:2].mean(), ((dn["B11"][10:20, 10:20].astype(np.float32) - 1000) / 10000).mean(), atol=0.01)
+    assert np.allclose(scene.read(10, 20), x[:, 10:20], equal_nan=True)  # windows read the same pixels
+    zipped = tmp_path / "product.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        for f in safe.rglob("*"):
+            z.write(f, f.relative_to(tmp_path))
+    assert np.allclose(open_scene(zipped).select(["B02", "B11", "B01"]).read(0, 60), x, equal_nan=True)
+    old = write_safe(tmp_path / "old", dn, offset=None)  # before baseline 04.00: no offset
+    assert np.allclose(open_scene(old).select(["B02"]).read(5, 6)[0, 0, 5:], dn["B02"][5, 5:] / 10000)
+    (safe / "MTD_MSIL1C.xml").unlink()
+    with pytest.raises(DataError, match="no MTD_MSIL1C.xml"):
+        open_scene(safe)
+
+
+def test_interrupted_prediction_leaves_no_output(tmp_path, ukis):
+    src = scene_tif(tmp_path, ukis[0][:, :200, :200], UKIS_BANDS)
+    predictor = local_predictor(UKIS_BANDS)
+    calls = []
+
+    def stop(x):  # noqa: ANN001, ANN202
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return LocalNet.forward(predictor.module, x)
+
+    predictor.module.forward = stop
+    with pytest.raises(KeyboardInterrupt):
+        predict(predictor, src, tmp_path / "out" / "mask.tif", tile=64, overlap=0, batch_size=2, progress=False)
+    assert len(calls) == 2 and list((tmp_path / "out").iterdir()) == []
+    (tmp_path / "out" / "mask.tif").write_text("mine")
+    with pytest.raises(ConfigError, match="exists; pass --overwrite"):
+        predict(predictor, src, tmp_path / "out" / "mask.tif", progress=False)
+    assert (tmp_path / "out" / "mask.tif").read_text() == "mine"
+
+
+def test_cli_predicts_an_embedded_scene_with_a_zoo_model(tmp_path, capsys):
+    out = tmp_path / "s2cloudless.tif"
+    assert main(["predict", "--model", "s2cloudless", str(EOLEARN), "--out", str(out), "--quiet"]) == 2
+    assert "--bands" in capsys.readouterr().err
+    assert main(["predict", "--model", "s2cloudless", str(EOLEARN), "--bands", ",".join(S2), "--out", str(out),
+                 "--quiet"]) == 0
+    with rasterio.open(EOLEARN) as a, rasterio.open(out) as m:
+        assert (m.crs, m.transform, m.shape) == (a.crs, a.transform, a.shape)
+        mask = m.read(1)
+    reference = rasterio.open(EOLEARN.parent.parent / "masks" / EOLEARN.name).read(1)
+    assert ((mask == 1) == (reference == 1)).mean() > 0.99  # the eo-learn masks are s2cloudless output
+    assert main(["predict", "--model", "s2cloudless", str(EOLEARN), "--bands", ",".join(S2), "--out", str(out),
+                 "--probabilities", str(tmp_path / "p.tif"), "--overwrite"]) == 2
+    assert "gives classes, not probabilities" in capsys.readouterr().err
+    assert main(["predict", "--model", "unet_mnv2", str(EOLEARN), "--out", str(out), "--overwrite"]) == 2
+    assert "pass --run" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):  # noqa: ANN201 - a real unet_mnv2 trained for 2 steps on the ukis patch
+    from bench.run.runner import RunConfig, run
+
+    out = tmp_path_factory.mktemp("runs")
+    res = run(RunConfig(model="unet_mnv2", norm="percentile", scenario="samples_cross", weights="random",
+                        recipe={"max_steps": 2, "epochs": 1, "batch_size": 4, "samples_per_epoch": 8}, out=str(out),
+                        figure=False, leaderboards=False, wandb="off", progress=False))
+    return res.path
+
+
+def evaluation_of(result: Path, **kwargs):  # noqa: ANN003, ANN201
+    from bench.run.evaluate import evaluate
+    from bench.run.plan import RunConfig, plan
+    from bench.run.training import train_or_load
+
+    p = plan(RunConfig(model="unet_mnv2", norm="percentile", scenario="samples_cross", weights="random",
+                       recipe={"max_steps": 2, "epochs": 1, "batch_size": 4, "samples_per_epoch": 8},
+                       out=str(result.parents[2])))
+    t = train_or_load(p)
+    args = dict(patch=p.recipe.patch_size, batch_size=p.recipe.batch_size) | kwargs
+    return p, t, evaluate(t.module, t.normalizer, p.splits["test"], p.space, **args)
+
+
+def test_predict_equals_the_evaluation_of_the_same_run(trained_run, tmp_path):
+    p, _, ev = evaluation_of(trained_run)
+    lut = p.space.class_lut()
+    images = EOLEARN.parent
+    for scene, expected in ev.predictions.items():
+        out = tmp_path / f"{scene}.tif"
+        main(["predict", "--run", str(trained_run), str(images / f"{scene}.tif"), "--bands", ",".join(S2),
+              "--out", str(out), "--tile", str(p.recipe.patch_size), "--overlap", "0", "--quiet"])
+        mask = rasterio.open(out).read(1)
+        valid = expected != 255
+        assert valid.any() and (lut[mask[valid]] == expected[valid]).all()
+    folder = Path(json.loads(trained_run.read_text())["checkpoint"]).parent  # the model folder works as --run
+    main(["predict", "--run", str(folder), str(images / f"{scene}.tif"), "--bands", ",".join(S2), "--out", str(out),
+          "--tile", str(p.recipe.patch_size), "--overlap", "0", "--overwrite", "--quiet"])
+    assert (lut[rasterio.open(out).read(1)[valid]] == expected[valid]).all()
+
+
+def test_windowed_evaluation_equals_the_whole_scene_evaluation(trained_run):
+    _, _, whole_ = evaluation_of(trained_run, patch=32)
+    _, _, strips = evaluation_of(trained_run, patch=32, whole_pixels=0)  # 32-row strips read from the files
+    assert strips.metrics["confusion"] == whole_.metrics["confusion"]
+    for scene in whole_.predictions:
+        assert (strips.predictions[scene] == whole_.predictions[scene]).all()
+    p, t, _ = evaluation_of(trained_run)
+    from bench.run.evaluate import evaluate
+
+    scene_norm = PercentileScene()
+    exact = evaluate(t.module, scene_norm, p.splits["test"], p.space, 32, 4)
+    streamed = evaluate(t.module, scene_norm, p.splits["test"], p.space, 32, 4, whole_pixels=0)
+    agree = np.mean([(exact.predictions[s] == streamed.predictions[s]).mean() for s in exact.predictions])
+    assert agree > 0.99
