@@ -42,6 +42,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     h.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn, fsdp, ...")
     h.add_argument("--num-nodes", type=_positive_int, default=1)
     h.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    h.add_argument("--no-channels-last", action="store_true", help="keep the contiguous memory format (channels_last "
+                   "is faster on CPUs and GPUs and is the default)")
+    h.add_argument("--compile", action="store_true", help="torch.compile the model for evaluation")
     p.add_argument("--wandb", default="offline", help="offline (default; `wandb sync` later), online, or off")
     p.add_argument("--no-figure", action="store_true", help="do not draw the per-run figure")
 
@@ -53,6 +56,7 @@ def _run_config(args: argparse.Namespace, argv: Sequence[str], **extra: Any) -> 
     return RunConfig(recipe=Recipe.overrides(args), data_root=args.data_root, out=args.out, strict=args.strict,
                      accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
                      num_nodes=args.num_nodes, num_workers=args.num_workers, wandb=args.wandb,
+                     channels_last=not args.no_channels_last, compile=args.compile,
                      figure=not args.no_figure, finetune=args.finetune, command=shlex.join(["bench", *argv]),
                      **extra)
 

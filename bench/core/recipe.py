@@ -18,6 +18,7 @@ from bench.core.config import check_arguments
 from bench.core.errors import ConfigError
 
 COMMAND_LINE = "command line"
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def _setting(default: Any, help: str, minimum: int | None = None) -> Any:
@@ -37,6 +38,8 @@ class Recipe:
     max_steps: int = _setting(-1, "stop after this many optimizer steps (-1: no limit)")
     samples_per_epoch: int | None = _setting(None, "random crops per epoch (default: one per patch-sized area of "
                                              "valid training pixels)", minimum=1)
+    precision: str = _setting("auto", "fp32, bf16 (autocast) or auto: bf16 where the hardware runs it fast (a CPU "
+                              "with AMX or AVX512-BF16, a CUDA GPU), else fp32")
 
     def check(self, where: str) -> None:
         """Refuse values no training can use; ``where`` names the preset's file, or ``command line``."""
@@ -54,6 +57,8 @@ class Recipe:
             raise ConfigError(f"{name('max_steps')} must be at least 1 (or -1 for no limit), got {self.max_steps}")
         if not self.lr > 0:
             raise ConfigError(f"{name('lr')} must be positive, got {self.lr}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"{name('precision')} must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     @classmethod
     def names(cls) -> list[str]:
@@ -74,14 +79,18 @@ class Recipe:
         return cls(**cls.check_values(values, "recipe"))
 
     def to_dict(self) -> dict[str, Any]:
-        """Every setting: what results record and what a trained model's identity hashes."""
-        return asdict(self)
+        """Every setting: what results record and what a trained model's identity hashes. fp32 precision is
+        left out, so that results made before the setting existed keep their identity."""
+        d = asdict(self)
+        if d["precision"] == "fp32":
+            d.pop("precision")
+        return d
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
         """One ``--flag`` per setting, defaulting to None (= the scenario's preset, else the study's)."""
         for f in fields(cls):
-            kind = float if f.name == "lr" else int
+            kind = {"lr": float, "precision": str}.get(f.name, int)
             parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None, help=f.metadata["help"])
 
     @classmethod

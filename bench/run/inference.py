@@ -22,13 +22,13 @@ import torch
 from torch import nn
 
 from bench.core.errors import ConfigError
+from bench.core.recipe import PRECISIONS
 from bench.data.splits import pad_to
 from bench.models.base import Contract, SceneModel
 
 #: a scene up to this many pixels is read whole (and its scene-level statistics are exact); a larger one
 #: in strips (statistics streamed, error below 4 x range / 65,536 per band)
 WHOLE_PIXELS = 4096 * 4096
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def bf16_is_fast(device: str) -> bool:

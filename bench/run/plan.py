@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,8 @@ class RunConfig:
     strategy: str = "auto"  # any Lightning strategy: ddp, ddp_spawn, fsdp, ...
     num_nodes: int = 1
     num_workers: int = 0
+    channels_last: bool = True  # the channels_last memory format for training and inference
+    compile: bool = False  # torch.compile the model for inference
     wandb: str = "offline"  # offline (default), online, or off; Lightning's CSV logs are always written
     figure: bool = True
     progress: bool = True
@@ -173,6 +175,7 @@ def plan(cfg: RunConfig) -> Plan:
     check_bands_of(cfg.model, bands, scenario, needed)
     weight_files = find_weights(cfg, contract) if contract.pretrained else []
     recipe = Recipe.resolve(scenario.recipe, cfg.recipe)
+    recipe = replace(recipe, precision=run_precision(recipe.precision, cfg, contract))
     splits = {s: load_split(scenario, s, strict=cfg.strict, bands=bands) for s in needed}
     for name, split in splits.items():  # every file read and checked now, not after training
         validate_split(split, f"{scenario.origin or scenario.name} [{name}]")
@@ -180,13 +183,31 @@ def plan(cfg: RunConfig) -> Plan:
     train_key = key(train_id)
     space = scenario.eval_space()
     eval_key = key({"train": train_key, "test": data_identity(scenario, splits, "test"),
-                    "space": space.to_dict(), "adapter": identity(adapter), "shift": scenario.shift})
+                    "space": space.to_dict(), "adapter": identity(adapter), "shift": scenario.shift,
+                    **({"precision": recipe.precision} if recipe.precision != "fp32" else {})})
     out = Path(cfg.out)
     tag = {"trained": f"s{cfg.seed}", "zero-shot": "zeroshot", "fine-tuned": f"ft-s{cfg.seed}"}[mode]
     return Plan(cfg, scenario, recipe, splits, train_id, train_key, eval_key,
                 out / "models" / f"{cfg.model}-{cfg.norm}-{tag}-{train_key[:10]}",
                 out / "results" / scenario.name / f"{cfg.model}-{cfg.norm}-{cfg.adapt}-{tag}-{eval_key[:10]}.json",
                 space, tuple(bands), mode, contract, weight_files)
+
+
+def run_precision(precision: str, cfg: RunConfig, contract: Contract) -> str:
+    """``fp32`` or ``bf16`` for this run: ``auto`` is bf16 where the device runs it fast; a model that is not
+    PyTorch runs as it is (fp32)."""
+    from bench.run.inference import resolve_precision  # torch: loaded once the run is planned, not to check it
+
+    if not contract.framework.startswith("pytorch"):
+        return "fp32"
+    return resolve_precision(precision, run_device(cfg))
+
+
+def run_device(cfg: RunConfig) -> str:
+    """``cuda`` when a GPU is there and the accelerator allows it, else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda") else "cpu"
 
 
 def training_identity(cfg: RunConfig, scenario: Scenario, splits: dict[str, Split], recipe: Recipe, mode: str,

@@ -33,7 +33,8 @@ from bench.data.shifts import shifted
 from bench.data.splits import Split
 from bench.run.evaluate import BLOCK, Evaluation, evaluate
 from bench.run.figures import run_figure
-from bench.run.plan import Plan, RunConfig, command_line, plan
+from bench.run.inference import FastPaths
+from bench.run.plan import Plan, RunConfig, command_line, plan, run_device
 from bench.run.training import Trained, train_or_load
 
 __all__ = ["RunConfig", "RunResult", "Plan", "Recipe", "plan", "run", "evaluate_run", "record", "publish"]
@@ -99,15 +100,16 @@ def evaluate_run(p: Plan, trained: Trained) -> Evaluated:
     strongest = shifted(test, shift_entry, max(severities), bands) if shift else test
     sanity = (sanity_check(p.splits["train"], strongest, trained.normalizer, bands)  # at the strongest severity
               if "train" in p.splits else {"skipped": "zero-shot: the model saw no training split here"})
-    device = "cuda" if torch.cuda.is_available() and p.cfg.accelerator in ("auto", "gpu", "cuda") else "cpu"
+    device = run_device(p.cfg)
     module = trained.module.to(device) if isinstance(trained.module, torch.nn.Module) else trained.module
+    fast = FastPaths(p.recipe.precision, p.cfg.channels_last, p.cfg.compile)
     _, _, adapter_entry = p.entries()
     per_severity, blocks, budgets = {}, {}, []
     for severity in severities:
         split = test if severity is None else shifted(test, shift_entry, severity, bands)
         adapter = adapter_entry.build()
         ev = evaluate(module, trained.normalizer, split, p.space, p.recipe.patch_size, p.recipe.batch_size,
-                      device, adapter, p.contract)
+                      device, adapter, p.contract, fast)
         budgets.append(adapter.describe())
         if severity is not None:
             per_severity[str(severity)] = {**ev.metrics, "per_scene": ev.per_scene}

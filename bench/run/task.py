@@ -20,9 +20,11 @@ from bench.models.base import check_input
 
 class SegmentationTask(pl.LightningModule):
     def __init__(self, model: nn.Module, in_channels: int, val_space: EvalSpace, lr: float = 1e-3,
-                 target_lut: np.ndarray | None = None) -> None:
+                 target_lut: np.ndarray | None = None, channels_last: bool = False) -> None:
         super().__init__()
-        self.model, self.in_channels, self.lr = model, in_channels, lr
+        self.model, self.in_channels, self.lr, self.channels_last = model, in_channels, lr, channels_last
+        if channels_last:
+            self.model = model.to(memory_format=torch.channels_last)
         # a fine-tuned model keeps its own outputs: targets fold into the classes it predicts
         lut = np.append(target_lut if target_lut is not None else np.arange(4), [IGNORE] * 252).astype(np.int64)
         self.register_buffer("target_lut", torch.from_numpy(lut), persistent=False)
@@ -34,6 +36,8 @@ class SegmentationTask(pl.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -159,7 +159,8 @@ def fit(p: Plan) -> Trained:
     val_space = p.splits["val"].labels.finest_space()
     datamodule = CloudDataModule(p.splits["train"], p.splits["val"], normalizer, val_space, p.recipe.patch_size,
                                  p.recipe.batch_size, samples_per_epoch(p), p.cfg.seed, p.cfg.num_workers)
-    task = SegmentationTask(built.module, len(p.bands), val_space, lr=p.recipe.lr, target_lut=p.contract.target_lut())
+    task = SegmentationTask(built.module, len(p.bands), val_space, lr=p.recipe.lr, target_lut=p.contract.target_lut(),
+                            channels_last=p.cfg.channels_last)
     checkpoint = ModelCheckpoint(dirpath=p.train_dir / "checkpoints", filename="best", monitor="val_miou",
                                  mode="max", save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=False)
     trainer = make_trainer(p, checkpoint, NormalizerInCheckpoint(normalizer), TrainingProgress(p, checkpoint),
@@ -201,6 +202,7 @@ def make_trainer(p: Plan, checkpoint: ModelCheckpoint, *callbacks: pl.Callback) 
         max_epochs=p.recipe.epochs, max_steps=p.recipe.max_steps, accelerator=p.cfg.accelerator,
         devices=p.cfg.devices, strategy=p.cfg.strategy, num_nodes=p.cfg.num_nodes, deterministic=True,
         num_sanity_val_steps=0, reload_dataloaders_every_n_epochs=1, log_every_n_steps=1,
+        precision="bf16-mixed" if p.recipe.precision == "bf16" else "32-true",
         enable_progress_bar=False, enable_model_summary=False, logger=loggers,
         callbacks=[checkpoint, stop, *callbacks, *p.cfg.callbacks])
 
@@ -233,6 +235,7 @@ def training_record(p: Plan, trainer: pl.Trainer, checkpoint: ModelCheckpoint, d
         "train_s": train_s, "images_per_s": steps * p.recipe.batch_size / train_s if train_s else None,
         "samples_per_epoch": datamodule.train_set.length, "strategy": type(trainer.strategy).__name__,
         "world_size": trainer.world_size, "accelerator": type(trainer.accelerator).__name__,
+        "precision": trainer.precision, "channels_last": p.cfg.channels_last,
     }
 
 
