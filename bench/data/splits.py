@@ -50,6 +50,14 @@ class SceneRef:
         """Read the scene (bands, window) from its dataset."""
         return self.dataset.read(self.id, self.bands, self.window, strict=self.strict)
 
+    def load_window(self, r0: int, r1: int, c0: int = 0, c1: int | None = None) -> SceneData:
+        """Read rows ``r0:r1`` and columns ``c0:c1`` of the scene (of its window, if it has one) only."""
+        rows, cols = self.window or (slice(0, None), slice(0, None))
+        row0, col0 = rows.start or 0, cols.start or 0
+        c1 = self.shape()[1] if c1 is None else c1
+        window = (slice(row0 + r0, row0 + r1), slice(col0 + c0, col0 + c1))
+        return self.dataset.read(self.id, self.bands, window, strict=self.strict)
+
 
 class LazyScenes(Sequence):
     """The scenes of a split, read on first use and kept in a small LRU cache."""

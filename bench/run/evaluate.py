@@ -84,20 +84,13 @@ def scene_inputs(test: Split, normalizer: Normalizer, tiling: Tiling, whole_pixe
 def strip_input(ref: SceneRef, normalizer: Normalizer, tiling: Tiling, shape: tuple[int, int],
                 whole_pixels: int) -> SceneInput:
     """A large scene read strip by strip through its dataset's windowed reads."""
-    rows, cols = ref.window or (slice(0, shape[0]), slice(0, shape[1]))
-    row0 = rows.start or 0
     strips = tiling.strips(*shape, whole_pixels=whole_pixels)
     held: dict[int, Any] = {}
-
-    def raw(r0: int, r1: int) -> Any:  # noqa: ANN401 - SceneData of rows r0:r1 of the scene (or its window)
-        window = (slice(row0 + r0, row0 + r1), cols)
-        return ref.dataset.read(ref.id, ref.bands, window, strict=ref.strict)
-
-    fn = normalizer.scene_function(raw(r0, r1).image for r0, r1 in strips)
-    first = raw(0, 1)
+    fn = normalizer.scene_function(ref.load_window(r0, r1).image for r0, r1 in strips)
+    first = ref.load_window(0, 1)
 
     def read(r0: int, r1: int) -> np.ndarray:
-        data = raw(r0, r1)
+        data = ref.load_window(r0, r1)
         held[r0] = data
         return fn(data.image)
 

@@ -2,7 +2,10 @@
 
 * Training: ``samples_per_epoch`` random crops of ``patch`` x ``patch`` per epoch, drawn from a
   generator seeded with (seed, epoch), so a run and its resumption see the same crops. Scenes are
-  picked in proportion to their area. Targets are project class indices, nodata = ``IGNORE``.
+  picked in proportion to their area. Targets are project class indices, nodata = ``IGNORE``. A scene
+  up to :data:`bench.run.inference.WHOLE_PIXELS` is read whole once (and cached); from a larger one (a
+  full tile) only each crop's window is read, a scene-level normalizer taking its statistics from one
+  streamed pass over the scene, so DataLoader workers (``--num-workers``) hold crops, not scenes.
 * Evaluation tiles follow :func:`bench.data.splits.tile_grid`; nodata (NaN) becomes 0 for the model.
 """
 
@@ -15,6 +18,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from bench.core.errors import DataError
+from bench.run.inference import WHOLE_PIXELS
 from bench.core.labels import IGNORE, EvalSpace
 from bench.data.normalizers import Normalizer
 from bench.data.splits import (NormalizedScenes, Split, pad_to, reference_groups, tile_grid, tile_input,
@@ -32,6 +36,7 @@ class RandomCrops(TorchDataset):
     def __init__(self, split: Split, normalizer: Normalizer, patch: int, length: int, seed: int) -> None:
         self.split, self.normalizer, self.patch, self.length, self.seed = split, normalizer, patch, length, seed
         self.inputs = NormalizedScenes(split, normalizer)
+        self.whole_pixels, self.scene_fns = WHOLE_PIXELS, {}
         self.shapes = split.shapes()
         for sid, (h, w) in zip(split.ids(), self.shapes):
             if patch > min(h, w):
@@ -57,10 +62,27 @@ class RandomCrops(TorchDataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         k, r, c = self.picks[i]
         p = self.patch
-        scene = self.split.scenes[k]
-        x = tile_input(self.normalizer, self.inputs[k][:, r:r + p, c:c + p])
-        y = train_targets(scene.codes[r:r + p, c:c + p], scene.valid[r:r + p, c:c + p], self.split.labels)
-        return model_input(x), torch.from_numpy(y.astype(np.int64))
+        h, w = self.shapes[k]
+        if self.split.refs and h * w > self.whole_pixels:
+            x, codes, valid = self.window(k, r, c)
+        else:
+            scene = self.split.scenes[k]
+            x = self.inputs[k][:, r:r + p, c:c + p]
+            codes, valid = scene.codes[r:r + p, c:c + p], scene.valid[r:r + p, c:c + p]
+        y = train_targets(codes, valid, self.split.labels)
+        return model_input(tile_input(self.normalizer, x)), torch.from_numpy(y.astype(np.int64))
+
+    def window(self, k: int, r: int, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One crop of a large scene read on its own, normalized with the scene's streamed statistics."""
+        ref, p = self.split.refs[k], self.patch
+        data = ref.load_window(r, r + p, c, c + p)
+        if self.normalizer.level != "scene":  # pixel and patch levels: applied to the crop by tile_input
+            return data.image, data.codes, data.valid
+        if k not in self.scene_fns:
+            rows = range(0, self.shapes[k][0], 512)
+            self.scene_fns[k] = self.normalizer.scene_function(
+                ref.load_window(r0, min(r0 + 512, self.shapes[k][0])).image for r0 in rows)
+        return self.scene_fns[k](data.image), data.codes, data.valid
 
 
 class Tiles(TorchDataset):
