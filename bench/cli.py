@@ -131,7 +131,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--tile", type=int, default=512, help="tile size, multiple of 32 (default 512)")
     pr.add_argument("--overlap", type=int, default=32, help="pixels dropped at each tile side that has a "
                     "neighbour, so seams do not show (default 32)")
-    pr.add_argument("--batch-size", type=_positive_int, default=8)
+    pr.add_argument("--batch-size", type=_positive_int, default=4, help="tiles per forward pass (default 4)")
     pr.add_argument("--device", help="cpu or cuda (default: cuda if there is one)")
     pr.add_argument("--precision", default="auto", help="auto (bf16 where the hardware runs it fast), fp32 or bf16")
     pr.add_argument("--no-channels-last", action="store_true", help="keep the contiguous memory format")

@@ -311,3 +311,15 @@ def test_training_crops_of_large_scenes_are_read_window_by_window(tiny_dataset, 
         (xa, ya), (xb, yb) = whole_[i], windowed[i]
         assert (ya == yb).all()
         assert torch.allclose(xa, xb, atol=0 if norm == "percentile" else 0.01)
+
+
+@pytest.mark.parametrize("norm", [None, PercentileScene()])
+def test_a_scene_predicted_in_strips_equals_it_predicted_whole(tmp_path, ukis, norm):
+    src = scene_tif(tmp_path, ukis[0][:, :300, :260], UKIS_BANDS)
+    predictor = local_predictor(UKIS_BANDS, norm)
+    masks = []
+    for whole_pixels, name in ((10 ** 9, "whole.tif"), (0, "strips.tif")):  # 0: 64 - 2 x 8 = 48-row strips
+        predict(predictor, src, tmp_path / name, tile=64, overlap=8, progress=False, whole_pixels=whole_pixels)
+        masks.append(rasterio.open(tmp_path / name).read(1))
+    agree = (masks[0] == masks[1]).mean()
+    assert agree == 1 if norm is None else agree > 0.99  # scene statistics: exact whole, streamed in strips

@@ -147,7 +147,7 @@ class Written:
 
 def predict(predictor: Predictor, source: str | Path, out: str | Path, probabilities: str | Path | None = None,
             bands: list[str] | None = None, scale: float | None = None, offset: float = 0.0, tile: int = 512,
-            overlap: int = 32, batch_size: int = 8, device: str = "cpu", fast: FastPaths | None = None,
+            overlap: int = 32, batch_size: int = 4, device: str = "cpu", fast: FastPaths | None = None,
             probability_type: str = "uint8", overwrite: bool = False, progress: bool = True,
             whole_pixels: int = WHOLE_PIXELS) -> Written:
     """Predict the scene at ``source`` and write its class mask to ``out`` (see the module docstring)."""
@@ -160,13 +160,13 @@ def predict(predictor: Predictor, source: str | Path, out: str | Path, probabili
     raster = open_scene(source, bands, scale, offset).select(predictor.bands)
     try:
         strips = tiling.strips(raster.height, raster.width, whole_pixels=whole_pixels)
-        read, nodata = scene_reader(raster, predictor.normalizer, strips, progress)
+        reader = scene_reader(raster, predictor.normalizer, strips, progress)
         with MaskWriter(Path(out), raster, predictor, tiling, fast, probabilities, probability_type) as writer:
             n_tiles = sum(len(list(tiling.tiles(r0, r1, raster.height, raster.width))) for r0, r1 in strips)
             bar = Progress(n_tiles, "tiles", f"predict {Path(source).name}", enabled=progress)
-            for r0, r1, outputs_ in scene_strips(predictor, read, raster, tiling, strips, batch_size, device, fast,
+            for r0, r1, outputs_ in scene_strips(predictor, reader, raster, tiling, strips, batch_size, device, fast,
                                                  probabilities is not None, bar):
-                writer.write(r0, r1, outputs_, nodata(r0, r1))
+                writer.write(r0, r1, outputs_, reader[1](r0, r1))
                 bar.update(0, status=f"{bar.done / max(time.perf_counter() - t0, 1e-9):.1f} tiles/s")
             bar.close()
     finally:
@@ -190,9 +190,10 @@ def check_outputs(outputs: list[Path], overwrite: bool, probability_type: str, p
 
 
 def scene_reader(raster: Raster, normalizer: Normalizer, strips: list[tuple[int, int]], progress: bool):  # noqa: ANN201
-    """``read(r0, r1)``: normalized rows, and ``nodata(r0, r1)``: where a band of the rows read last is NaN.
-    A scene-level normalizer sees the whole scene if it is read whole, else its statistics come from a first
-    streamed pass over the strips."""
+    """``read(r0, r1)``: raw rows, ``nodata(r0, r1)``: where a band of them is NaN, and ``normalize``: the
+    scene's normalization. A scene read whole is normalized whole (a scene-level normalizer sees all of it);
+    read in strips, a scene-level normalizer takes its statistics from a first streamed pass, and
+    ``normalize`` is pointwise (it may be applied to tiles, so a strip is held once, unnormalized)."""
     if normalizer.level == "scene" and len(strips) > 1:
         bar = Progress(len(strips), "strips", "scene statistics", enabled=progress)
 
@@ -201,16 +202,16 @@ def scene_reader(raster: Raster, normalizer: Normalizer, strips: list[tuple[int,
                 yield raster.read(r0, r1)
                 bar.update(1)
 
-        fn = normalizer.scene_function(passing())
+        normalize = normalizer.scene_function(passing())
         bar.close()
     else:
-        fn = normalizer.scene_function([]) if normalizer.level != "scene" else normalizer.transform
+        normalize = normalizer.scene_function([]) if normalizer.level != "scene" else normalizer.transform
     held: dict[int, np.ndarray] = {}  # first row read -> nodata of the rows read, until written
 
     def read(r0: int, r1: int) -> np.ndarray:
         x = raster.read(r0, r1)
         held[r0] = np.isnan(x).any(0)
-        return fn(x)
+        return x
 
     def nodata(r0: int, r1: int) -> np.ndarray:
         top = max(k for k in held if k <= r0)
@@ -218,22 +219,29 @@ def scene_reader(raster: Raster, normalizer: Normalizer, strips: list[tuple[int,
             held.pop(k)
         return held[top][r0 - top:r1 - top]
 
-    return read, nodata
+    return read, nodata, normalize
 
 
-def scene_strips(predictor: Predictor, read, raster: Raster, tiling: Tiling, strips: list[tuple[int, int]],  # noqa: ANN001
+def scene_strips(predictor: Predictor, reader, raster: Raster, tiling: Tiling, strips: list[tuple[int, int]],  # noqa: ANN001
                  batch_size: int, device: str, fast: FastPaths, probabilities: bool, bar: Progress):  # noqa: ANN201
     """``(row0, row1, outputs)`` per strip: (1, ...) project class, then 4 probabilities if asked."""
     h, w = raster.height, raster.width
+    read, _, normalize = reader
+    patch = predictor.normalizer.transform if predictor.normalizer.level == "patch" else None
     if not isinstance(predictor.module, nn.Module):
         model: SceneModel = predictor.module
-        yield from scene_model_strips(read, h, w, tiling, model, predictor.contract, strips,
+        yield from scene_model_strips(lambda r0, r1: normalize(read(r0, r1)), h, w, tiling, model,
+                                      predictor.contract, strips,
                                       lambda rows: bar.update(-(-rows // tiling.stride) * -(-w // tiling.stride)))
         return
     predictor.module.eval()
     run = class_batches(fast, fast.prepare(predictor.module, device), device, probabilities)
-    tile_fn = predictor.normalizer.transform if predictor.normalizer.level == "patch" else None
-    yield from predict_strips(read, h, w, tiling, run, batch_size, tile_fn, strips, bar.update)
+    if len(strips) == 1:  # the whole scene, normalized as a whole
+        yield from predict_strips(lambda r0, r1: normalize(read(r0, r1)), h, w, tiling, run, batch_size, patch,
+                                  strips, bar.update)
+        return
+    per_tile = (lambda t: patch(normalize(t))) if patch else normalize
+    yield from predict_strips(read, h, w, tiling, run, batch_size, per_tile, strips, bar.update)
 
 
 class MaskWriter:
