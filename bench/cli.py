@@ -170,6 +170,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     dl.add_argument("name", help="cloudsen12, copernicus_cloud_s2, or a sentinelhub dataset")
     dl.add_argument("--dry-run", action="store_true", help="print what would be fetched (files and sizes, or the "
                     "Sentinel Hub request with its evalscript); fetch nothing")
+    dl.add_argument("--revision", help="CloudSEN12+: the Hugging Face commit to take (default: the one an earlier "
+                    "download recorded in REVISION, else the newest, recorded then)")
     vf = dsub.add_parser("verify", help="check downloaded files against their SHA256SUMS")
     vf.add_argument("name")
     ck = dsub.add_parser("check", help="validate every file of a dataset TOML and print a summary table")
@@ -298,9 +300,9 @@ def cmd_data(args: argparse.Namespace) -> int:
         return 0
     if args.data_command == "download":
         if args.dry_run:
-            print(catalog.dry_run(args.name))
+            print(catalog.dry_run(args.name, args.revision))
             return 0
-        for path in catalog.download(args.name, args.data_root):
+        for path in catalog.download(args.name, args.data_root, args.revision):
             print(path)
         return 0
     if args.data_command == "verify":

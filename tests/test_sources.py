@@ -4,6 +4,7 @@ and a user's own GeoTIFFs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime, timezone
 
@@ -76,6 +77,15 @@ def test_cloudsen12_reads_through_tacoreader(cloudsen12_root, monkeypatch):
     np.testing.assert_allclose(scene.image[:, :101, :100], load_dataset("eolearn_slovenia").read("2015-08-30", S2).image,
                                atol=1e-6)
     assert [p.name for p in ds.files(sid)] == ["cloudsen12-l1c.0001.part.taco"]
+
+
+def test_a_part_that_tacoreader_skips_is_named_not_left_out(cloudsen12_root, monkeypatch, capsys):
+    monkeypatch.setenv("CLOUDBENCH_DATA", str(cloudsen12_root))
+    part = cloudsen12_root / "cloudsen12" / "cloudsen12-l1c.0001.part.taco"
+    part.write_bytes(part.read_bytes()[:100])  # an interrupted download: tacoreader prints an error, skips it
+    with pytest.raises(DataError, match=r"0001.part.taco: tacoreader could not read this part .*1 of 2 parts"):
+        load_dataset("cloudsen12_l1c").scene_ids()
+    assert "Error processing file" in capsys.readouterr().out  # what tacoreader itself does: print and go on
 
 
 def test_cloudsen12_keeps_509_px_patches_unless_asked_and_reads_scribbles_as_sparse(tmp_path, eolearn, monkeypatch):
@@ -325,6 +335,9 @@ def test_downloads_cannot_pass_empty(tmp_path, monkeypatch):
         def list_repo_tree(self, *a, **k):
             return []
 
+        def dataset_info(self, *a, **k):
+            return type("Info", (), {"sha": "0" * 40})()
+
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "HfApi", Hub)
@@ -333,6 +346,50 @@ def test_downloads_cannot_pass_empty(tmp_path, monkeypatch):
         dl.download("cloudsen12", str(tmp_path))
     with pytest.raises(DataError, match="matches 'cloudsen12-l1c"):
         dl.dry_run("cloudsen12")
+
+
+def test_cloudsen12_downloads_pin_the_hub_commit(tmp_path, monkeypatch):
+    """The newest commit is resolved once and recorded; a repeated download takes the recorded one, never a
+    newer commit's files mixed with older ones; --revision overrides. Arguments as huggingface_hub takes them."""
+    import inspect
+
+    import huggingface_hub
+    from huggingface_hub import HfApi
+
+    from bench.data import download as dl
+
+    folder, asked = tmp_path / "cloudsen12", []
+    part = b"taco part bytes"
+    newest = ["a" * 40]
+
+    class Hub:
+        def dataset_info(self, repo_id, **k):
+            inspect.signature(HfApi.dataset_info).bind(None, repo_id, **k)
+            return type("Info", (), {"sha": newest[0]})()
+
+        def list_repo_tree(self, repo_id, **k):
+            inspect.signature(HfApi.list_repo_tree).bind(None, repo_id, **k)
+            asked.append(("tree", k["revision"]))
+            lfs = type("Lfs", (), {"sha256": hashlib.sha256(part).hexdigest()})()
+            return [type("File", (), {"path": "cloudsen12-l1c.0000.part.taco", "size": len(part), "lfs": lfs})()]
+
+    def snapshot(repo_id, **k):
+        inspect.signature(huggingface_hub.snapshot_download).bind(repo_id, **k)
+        asked.append(("snapshot", k["revision"]))
+        (folder / "cloudsen12-l1c.0000.part.taco").write_bytes(part)
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Hub)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    dl.download("cloudsen12", str(tmp_path))
+    assert (folder / dl.REVISION).read_text().strip() == "a" * 40 and asked == [("snapshot", "a" * 40), ("tree", "a" * 40)]
+    newest[0] = "b" * 40  # the repository moves on: a repeated (or resumed) download stays where it began
+    dl.download("cloudsen12", str(tmp_path))
+    assert asked[-1] == ("tree", "a" * 40)
+    assert "at commit " + "a" * 40 in dl.dry_run("cloudsen12", "a" * 40)
+    dl.download("cloudsen12", str(tmp_path), revision="c" * 40)
+    assert asked[-1] == ("tree", "c" * 40) and (folder / dl.REVISION).read_text().strip() == "c" * 40
+    assert dl.verify("cloudsen12", str(tmp_path)) == [{"file": "cloudsen12-l1c.0000.part.taco", "status": "ok"}]
 
 
 def test_wrong_files_in_the_data_root(tmp_path, monkeypatch):

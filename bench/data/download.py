@@ -24,6 +24,7 @@ from bench.core.registry import get_registry
 CLOUDSEN12_REPO = "tacofoundation/cloudsen12"
 CLOUDSEN12_FILES = "cloudsen12-l1c.*.part.taco"
 MANIFEST = "SHA256SUMS"
+REVISION = "REVISION"  # the hub commit a download took its files from; later downloads resume at it
 #: the CloudSEN12 paper's figure-4 patches: pinned commit of github.com/cloudsen12/figures and their sha256
 FIGURE04_BASE = ("https://raw.githubusercontent.com/cloudsen12/figures/f66e5378da48be606aacd0367e3e68249f22b030/"
                  "figure04/figures/")
@@ -37,12 +38,13 @@ def _root(root: str | None) -> Path:
     return path
 
 
-def download(name: str, root: str | None = None) -> list[Path]:
-    """Fetch dataset ``name`` into the data root; returns the files written or found complete."""
+def download(name: str, root: str | None = None, revision: str | None = None) -> list[Path]:
+    """Fetch dataset ``name`` into the data root; returns the files written or found complete. ``revision``:
+    the CloudSEN12+ hub commit to take (default: the one an earlier download recorded, else the newest)."""
     root_path = _root(root)
     root_path.mkdir(parents=True, exist_ok=True)
     if name in ("cloudsen12", "cloudsen12_l1c"):
-        return _download_cloudsen12(root_path / "cloudsen12")
+        return _download_cloudsen12(root_path / "cloudsen12", revision)
     if name.startswith("cloudsen12_figure04"):
         return _download_figure04(root_path / "cloudsen12_figure04")
     if name == "copernicus_cloud_s2":
@@ -63,17 +65,19 @@ def download(name: str, root: str | None = None) -> list[Path]:
     raise BenchError(f"dataset {name!r} has nothing to download (it is embedded or read from your own files)")
 
 
-def dry_run(name: str) -> str:
+def dry_run(name: str, revision: str | None = None) -> str:
     """What ``bench data download NAME`` would fetch, without fetching: files and sizes (CloudSEN12+, which
     asks the hub for the listing), the pinned archive (Copernicus-Bench), or the full request JSON with its
     evalscript (Sentinel Hub; the body holds no credentials)."""
     import json
 
     if name in ("cloudsen12", "cloudsen12_l1c"):
-        files = _cloudsen12_listing()
+        revision = cloudsen12_revision(None, revision)
+        files = _cloudsen12_listing(revision)
         total = sum(size for _, size, _ in files)
         lines = [f"{path}  {size / 1e9:.2f} GB  sha256 {sha}" for path, size, sha in files]
-        return "\n".join([f"{CLOUDSEN12_REPO} (Hugging Face dataset), {len(files)} files, {total / 1e9:.1f} GB:", *lines])
+        return "\n".join([f"{CLOUDSEN12_REPO} (Hugging Face dataset) at commit {revision}, {len(files)} files, "
+                          f"{total / 1e9:.1f} GB:", *lines])
     if name.startswith("cloudsen12_figure04"):
         return "\n".join(f"{url}  sha256 {sha}" for _, url, sha in figure04_files())
     if name == "copernicus_cloud_s2":
@@ -94,12 +98,29 @@ def dry_run(name: str) -> str:
                       "evalscript, as the service reads it:", request.post_values["evalscript"]])
 
 
-def _cloudsen12_listing() -> list[tuple[str, int, str]]:
+def cloudsen12_revision(folder: Path | None, revision: str | None) -> str:
+    """The hub commit to download: ``revision`` if given, else the one recorded in ``folder`` by an earlier
+    download (a resumed or repeated download never mixes files of two commits), else the repository's
+    newest, resolved to its commit hash now."""
+    if revision:
+        return revision
+    if folder is not None and (folder / REVISION).exists():
+        return (folder / REVISION).read_text().strip()
+    from huggingface_hub import HfApi
+
+    try:
+        return HfApi().dataset_info(CLOUDSEN12_REPO).sha
+    except Exception as err:
+        raise DataError(f"asking the Hugging Face hub for the newest commit of {CLOUDSEN12_REPO} failed "
+                        f"({type(err).__name__}); this needs internet") from None
+
+
+def _cloudsen12_listing(revision: str) -> list[tuple[str, int, str]]:
     """(path, bytes, sha256) of every CloudSEN12+ file the download takes; none matching is an error."""
     from huggingface_hub import HfApi
 
     try:
-        tree = HfApi().list_repo_tree(CLOUDSEN12_REPO, repo_type="dataset")
+        tree = HfApi().list_repo_tree(CLOUDSEN12_REPO, repo_type="dataset", revision=revision)
         files = [(p.path, p.size, p.lfs.sha256) for p in tree
                  if getattr(p, "lfs", None) and Path(p.path).match(CLOUDSEN12_FILES)]
     except Exception as err:
@@ -147,12 +168,17 @@ def _download_figure04(folder: Path) -> list[Path]:
     return written
 
 
-def _download_cloudsen12(folder: Path) -> list[Path]:
+def _download_cloudsen12(folder: Path, revision: str | None = None) -> list[Path]:
     from huggingface_hub import HfApi, snapshot_download
 
+    revision = cloudsen12_revision(folder, revision)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / REVISION).write_text(revision + "\n")
     try:
-        snapshot_download(CLOUDSEN12_REPO, repo_type="dataset", allow_patterns=[CLOUDSEN12_FILES], local_dir=folder)
-        remote = {p.path: p.lfs.sha256 for p in HfApi().list_repo_tree(CLOUDSEN12_REPO, repo_type="dataset")
+        snapshot_download(CLOUDSEN12_REPO, repo_type="dataset", revision=revision, allow_patterns=[CLOUDSEN12_FILES],
+                          local_dir=folder)
+        remote = {p.path: p.lfs.sha256 for p in HfApi().list_repo_tree(CLOUDSEN12_REPO, repo_type="dataset",
+                                                                      revision=revision)
                   if getattr(p, "lfs", None) and Path(p.path).match(CLOUDSEN12_FILES)}
     except Exception as err:
         raise DataError(f"downloading CloudSEN12+ from the Hugging Face repository {CLOUDSEN12_REPO} failed "

@@ -81,6 +81,7 @@ class CloudSEN12(Dataset):
                 except Exception as err:
                     raise DataError(f"{paths[0].parent}: cannot read {self.files_glob} as TACO files ({err}); "
                                     "the data root holds other or damaged files") from None
+                check_no_part_skipped(table, paths)
             elif self.remote and not (root and root.exists()):
                 try:
                     table = taco.load(self.remote)
@@ -101,6 +102,7 @@ class CloudSEN12(Dataset):
 
     def scene_ids(self) -> list[str]:
         return [str(i) for i in self.table()["tortilla:id"]]
+
 
     def scene_meta(self, scene_id: str) -> dict[str, Any]:
         row = self.table().iloc[self._rows[scene_id]]
@@ -142,3 +144,17 @@ class CloudSEN12(Dataset):
             codes = msk.read(1, window=win)
         return self.finish(scene_id, raw, codes, where, strict, {**self.scene_meta(scene_id), "dataset": self.name},
                            codes_where=f"{where}, its label")
+
+
+def check_no_part_skipped(table, paths: list[Path]) -> None:  # noqa: ANN001 - a TortillaDataFrame
+    """tacoreader reads several parts in threads and only prints an error for a part it cannot read (a
+    truncated download), leaving its patches out: a run would train on fewer patches without a word.
+    Every part must contribute rows; one that does not is named."""
+    from tacoreader.v1.loader_utils import transform_to_gdal_vfs
+
+    read = {str(s).rsplit(",", 1)[-1] for s in table["internal:subfile"]}
+    skipped = [p for p in paths if transform_to_gdal_vfs(str(p)) not in read]
+    if skipped:
+        raise DataError(f"{skipped[0]}: tacoreader could not read this part and left its patches out "
+                        f"({len(skipped)} of {len(paths)} parts); it is damaged or incomplete: delete it and run "
+                        "`bench data download cloudsen12` again (it resumes), then `bench data verify cloudsen12`")
