@@ -13,6 +13,7 @@ With ``overlap = 0`` the tiles are :func:`bench.data.splits.tile_grid`'s, edge t
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from bench.models.base import Contract, SceneModel
 #: a scene up to this many pixels is read whole (and its scene-level statistics are exact); a larger one
 #: in strips (statistics streamed, error below 4 x range / 65,536 per band)
 WHOLE_PIXELS = 4096 * 4096
+_compiled: "weakref.WeakKeyDictionary[nn.Module, Callable]" = weakref.WeakKeyDictionary()
 
 
 def bf16_is_fast(device: str) -> bool:
@@ -63,7 +65,11 @@ class FastPaths:
         module = module.to(device)
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
-        return torch.compile(module) if self.compile else module
+        if not self.compile:
+            return module
+        if module not in _compiled:  # compiled once per module, not once per scene
+            _compiled[module] = torch.compile(module)
+        return _compiled[module]
 
     def logits(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: str) -> torch.Tensor:
         """float32 logits of a batch."""
