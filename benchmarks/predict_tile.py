@@ -73,6 +73,11 @@ def child(args: argparse.Namespace) -> dict:
                       progress=not args.quiet)
     wall = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    import rasterio
+
+    with rasterio.open(args.scene) as a, rasterio.open(written.mask) as m:
+        same = (a.crs, a.transform, a.shape) == (m.crs, m.transform, m.shape)
+        cog = m.profile.get("tiled") and bool(m.overviews(1)) and m.colormap(1) is not None
     run = class_batches(fast, fast.prepare(net, args.device), args.device)
     n = min(written.tiles, args.bare_tiles)
     x = torch.rand(args.batch_size, len(BANDS), args.tile, args.tile)
@@ -82,7 +87,8 @@ def child(args: argparse.Namespace) -> dict:
         run(x)
     bare = -(-n // args.batch_size) * args.batch_size / (time.perf_counter() - t1)
     return {"wall_s": wall, "tiles": written.tiles, "tiles_per_s": written.tiles / wall, "bare_tiles_per_s": bare,
-            "peak_rss_mb": peak_mb, "fast_paths": fast.describe(), "size": args.size}
+            "peak_rss_mb": peak_mb, "fast_paths": fast.describe(), "size": args.size, "georeferenced": same,
+            "tiled_with_overviews": bool(cog)}
 
 
 def main() -> None:
@@ -114,6 +120,8 @@ def main() -> None:
           f"{args.threads} threads, {args.device}, {r['fast_paths']}")
     print(f"bench predict : {r['wall_s']:7.1f} s  {r['tiles_per_s']:6.2f} tiles/s  peak RSS {r['peak_rss_mb']:.0f} MB")
     print(f"bare inference:            {r['bare_tiles_per_s']:6.2f} tiles/s")
+    print(f"mask: CRS, transform and size of the input: {r['georeferenced']}; tiled with overviews and colour "
+          f"table: {r['tiled_with_overviews']}")
     print(f"ratio predict / bare: {r['tiles_per_s'] / r['bare_tiles_per_s']:.3f}  (target >= 0.90)")
 
 
