@@ -72,6 +72,12 @@ class Raster:
     def close(self) -> None:
         """Close the files."""
 
+    def __enter__(self) -> "Raster":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 class GeoTiff(Raster):
     """A multi-band GeoTIFF (see the module docstring)."""
