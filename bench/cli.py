@@ -42,8 +42,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     h.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn, fsdp, ...")
     h.add_argument("--num-nodes", type=_positive_int, default=1)
     h.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
-    h.add_argument("--no-channels-last", action="store_true", help="keep the contiguous memory format (channels_last "
-                   "is faster on CPUs and GPUs and is the default)")
+    h.add_argument("--no-channels-last", action="store_true", help="keep the contiguous memory format (default: "
+                   "channels_last for inference, and for training with bf16 or on a GPU)")
     h.add_argument("--compile", action="store_true", help="torch.compile the model for evaluation")
     p.add_argument("--wandb", default="offline", help="offline (default; `wandb sync` later), online, or off")
     p.add_argument("--no-figure", action="store_true", help="do not draw the per-run figure")

@@ -63,7 +63,7 @@ class RunConfig:
     strategy: str = "auto"  # any Lightning strategy: ddp, ddp_spawn, fsdp, ...
     num_nodes: int = 1
     num_workers: int = 0
-    channels_last: bool = True  # the channels_last memory format for training and inference
+    channels_last: bool = True  # channels_last for inference, and for training with bf16 or on a GPU
     compile: bool = False  # torch.compile the model for inference
     wandb: str = "offline"  # offline (default), online, or off; Lightning's CSV logs are always written
     figure: bool = True

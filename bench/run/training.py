@@ -30,7 +30,7 @@ from bench.data.normalizers import Normalizer
 from bench.data.splits import Split
 from bench.run.checkpoints import load_torch, save_torch
 from bench.run.loaders import CloudDataModule
-from bench.run.plan import MODEL_FILE, Plan
+from bench.run.plan import MODEL_FILE, Plan, run_device
 from bench.run.task import SegmentationTask
 
 
@@ -160,7 +160,7 @@ def fit(p: Plan) -> Trained:
     datamodule = CloudDataModule(p.splits["train"], p.splits["val"], normalizer, val_space, p.recipe.patch_size,
                                  p.recipe.batch_size, samples_per_epoch(p), p.cfg.seed, p.cfg.num_workers)
     task = SegmentationTask(built.module, len(p.bands), val_space, lr=p.recipe.lr, target_lut=p.contract.target_lut(),
-                            channels_last=p.cfg.channels_last)
+                            channels_last=training_channels_last(p))
     checkpoint = ModelCheckpoint(dirpath=p.train_dir / "checkpoints", filename="best", monitor="val_miou",
                                  mode="max", save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=False)
     trainer = make_trainer(p, checkpoint, NormalizerInCheckpoint(normalizer), TrainingProgress(p, checkpoint),
@@ -181,6 +181,13 @@ def fit(p: Plan) -> Trained:
     if trainer.world_size > 1:
         trainer.strategy.barrier("model.pt written")
     return Trained(built.module, normalizer, built.weights, record, final, fresh=True)
+
+
+def training_channels_last(p: Plan) -> bool:
+    """channels_last for training where it pays: with bf16 or on a GPU. An fp32 CPU trained no faster with it
+    here (``benchmarks/precision.py``), and it changes the rounding of the trained weights, so fp32 CPU
+    training keeps the contiguous format and reproduces earlier models exactly."""
+    return p.cfg.channels_last and (p.recipe.precision == "bf16" or run_device(p.cfg) == "cuda")
 
 
 def last_checkpoint(p: Plan) -> ModelCheckpoint:
@@ -235,7 +242,7 @@ def training_record(p: Plan, trainer: pl.Trainer, checkpoint: ModelCheckpoint, d
         "train_s": train_s, "images_per_s": steps * p.recipe.batch_size / train_s if train_s else None,
         "samples_per_epoch": datamodule.train_set.length, "strategy": type(trainer.strategy).__name__,
         "world_size": trainer.world_size, "accelerator": type(trainer.accelerator).__name__,
-        "precision": trainer.precision, "channels_last": p.cfg.channels_last,
+        "precision": trainer.precision, "channels_last": training_channels_last(p),
     }
 
 
