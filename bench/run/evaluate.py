@@ -16,8 +16,8 @@ import numpy as np
 from torch import nn
 
 from bench.data.splits import SceneRef, Split, reference_groups
-from bench.run.inference import (WHOLE_PIXELS, FastPaths, Tiling, class_batches, input_batches, predict_strips,
-                                 scene_model_strips, tile_stream)
+from bench.run.inference import (WHOLE_PIXELS, FastPaths, HeldRows, Tiling, class_batches, input_batches,
+                                 predict_strips, scene_model_strips, tile_stream)
 from bench.models.adapters import Adapter, NoAdaptation
 from bench.core.labels import IGNORE, EvalSpace, LabelMap
 from bench.core.metrics import NAN_RULE, confusion, scores
@@ -85,23 +85,16 @@ def strip_input(ref: SceneRef, normalizer: Normalizer, tiling: Tiling, shape: tu
                 whole_pixels: int) -> SceneInput:
     """A large scene read strip by strip through its dataset's windowed reads."""
     strips = tiling.strips(*shape, whole_pixels=whole_pixels)
-    held: dict[int, Any] = {}
+    held = HeldRows()
     fn = normalizer.scene_function(ref.load_window(r0, r1).image for r0, r1 in strips)
     first = ref.load_window(0, 1)
 
     def read(r0: int, r1: int) -> np.ndarray:
         data = ref.load_window(r0, r1)
-        held[r0] = data
+        held.keep(r0, data.codes, data.valid)
         return fn(data.image)
 
-    def labels(r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
-        top = max(k for k in held if k <= r0)
-        data = held.pop(top)
-        for k in [k for k in held if k < r0]:
-            held.pop(k)
-        return data.codes[r0 - top:r1 - top], data.valid[r0 - top:r1 - top]
-
-    return SceneInput(ref.id, *shape, read, labels, first.meta, strips)
+    return SceneInput(ref.id, *shape, read, held.take, first.meta, strips)
 
 
 def predicted_strips(model: nn.Module | SceneModel, scene: SceneInput, tiling: Tiling, batch_size: int,

@@ -118,6 +118,25 @@ class Tiling:
                        min(cc + self.stride + self.overlap, width)), (cr - wr, cc - wc)
 
 
+class HeldRows:
+    """Arrays read with a strip (its labels, its nodata mask), kept by the strip's first row until the rows
+    of its core are taken; the engine may read the next strip before it hands out the last one's cores."""
+
+    def __init__(self) -> None:
+        self.held: dict[int, tuple[np.ndarray, ...]] = {}
+
+    def keep(self, top: int, *arrays: np.ndarray) -> None:
+        """Hold ``arrays`` of the rows read from ``top`` on."""
+        self.held[top] = arrays
+
+    def take(self, r0: int, r1: int) -> tuple[np.ndarray, ...]:
+        """Rows ``r0:r1`` of the held arrays that cover them; what was read before them is let go."""
+        top = max(k for k in self.held if k <= r0)
+        for k in [k for k in self.held if k < top]:
+            self.held.pop(k)
+        return tuple(a[r0 - top:r1 - top] for a in self.held[top])
+
+
 Reader = Callable[[int, int], np.ndarray]  # rows r0:r1 -> (C, r1 - r0, W) model-ready input, NaN = nodata
 Batch = Callable[[torch.Tensor], np.ndarray]  # (N, C, T, T) -> (N, K, T, T) per-pixel outputs
 

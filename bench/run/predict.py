@@ -33,7 +33,7 @@ from bench.data.normalizers import Normalizer
 from bench.data.rasters import Raster, open_scene
 from bench.models.base import TRAINED, Contract, SceneModel, contract_of
 from bench.run.checkpoints import load_torch
-from bench.run.inference import (WHOLE_PIXELS, FastPaths, Tiling, class_batches, predict_strips,
+from bench.run.inference import (WHOLE_PIXELS, FastPaths, HeldRows, Tiling, class_batches, predict_strips,
                                  scene_model_strips)
 from bench.run.plan import MODEL_FILE, RunConfig, find_weights
 
@@ -212,20 +212,14 @@ def scene_reader(raster: Raster, normalizer: Normalizer, strips: list[tuple[int,
         bar.close()
     else:
         normalize = normalizer.scene_function([]) if normalizer.level != "scene" else normalizer.transform
-    held: dict[int, np.ndarray] = {}  # first row read -> nodata of the rows read, until written
+    held = HeldRows()  # the nodata mask of each strip read, until its rows are written
 
     def read(r0: int, r1: int) -> np.ndarray:
         x = raster.read(r0, r1)
-        held[r0] = np.isnan(x).any(0)
+        held.keep(r0, np.isnan(x).any(0))
         return x
 
-    def nodata(r0: int, r1: int) -> np.ndarray:
-        top = max(k for k in held if k <= r0)
-        for k in [k for k in held if k < top]:
-            held.pop(k)
-        return held[top][r0 - top:r1 - top]
-
-    return read, nodata, normalize
+    return read, (lambda r0, r1: held.take(r0, r1)[0]), normalize
 
 
 def scene_strips(predictor: Predictor, reader, raster: Raster, tiling: Tiling, strips: list[tuple[int, int]],  # noqa: ANN001
