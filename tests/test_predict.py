@@ -261,20 +261,23 @@ def evaluation_of(result: Path, **kwargs):  # noqa: ANN003, ANN201
     return p, t, evaluate(t.module, t.normalizer, p.splits["test"], p.space, **args)
 
 
-def test_predict_equals_the_evaluation_of_the_same_run(trained_run, tmp_path):
-    p, _, ev = evaluation_of(trained_run)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])  # the same precision on both paths, on every CPU
+def test_predict_equals_the_evaluation_of_the_same_run(trained_run, tmp_path, precision):
+    p, _, ev = evaluation_of(trained_run, fast=FastPaths(precision))
     lut = p.space.class_lut()
     images = EOLEARN.parent
     for scene, expected in ev.predictions.items():
         out = tmp_path / f"{scene}.tif"
         main(["predict", "--run", str(trained_run), str(images / f"{scene}.tif"), "--bands", ",".join(S2),
-              "--out", str(out), "--tile", str(p.recipe.patch_size), "--overlap", "0", "--quiet"])
+              "--out", str(out), "--tile", str(p.recipe.patch_size), "--overlap", "0", "--precision", precision,
+              "--quiet"])
+        assert json.loads(rasterio.open(out).tags()["fast_paths"])["precision"] == precision
         mask = rasterio.open(out).read(1)
         valid = expected != 255
         assert valid.any() and (lut[mask[valid]] == expected[valid]).all()
     folder = Path(json.loads(trained_run.read_text())["checkpoint"]).parent  # the model folder works as --run
     main(["predict", "--run", str(folder), str(images / f"{scene}.tif"), "--bands", ",".join(S2), "--out", str(out),
-          "--tile", str(p.recipe.patch_size), "--overlap", "0", "--overwrite", "--quiet"])
+          "--tile", str(p.recipe.patch_size), "--overlap", "0", "--precision", precision, "--overwrite", "--quiet"])
     assert (lut[rasterio.open(out).read(1)[valid]] == expected[valid]).all()
 
 

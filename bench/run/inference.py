@@ -13,6 +13,7 @@ With ``overlap = 0`` the tiles are :func:`bench.data.splits.tile_grid`'s, edge t
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,9 +34,19 @@ WHOLE_PIXELS = 4096 * 4096
 _compiled: "weakref.WeakKeyDictionary[nn.Module, Callable]" = weakref.WeakKeyDictionary()
 
 
+#: set to ``fast`` or ``slow`` to override what :func:`bf16_is_fast` detects (``auto`` then picks bf16, or
+#: fp32): the test suite runs both ways on any CPU, and a user can keep a machine's runs at one precision
+BF16_ENV = "CLOUDBENCH_BF16"
+
+
 def bf16_is_fast(device: str) -> bool:
     """True where bf16 autocast is faster than fp32: a CUDA GPU that supports bf16, or a CPU with AMX or
-    AVX512-BF16 (elsewhere the CPU emulates bf16 and is several times slower)."""
+    AVX512-BF16 (elsewhere the CPU emulates bf16 and is several times slower); ``$CLOUDBENCH_BF16`` overrides."""
+    forced = os.environ.get(BF16_ENV, "").strip().lower()
+    if forced:
+        if forced not in ("fast", "slow"):
+            raise ConfigError(f"${BF16_ENV} must be 'fast' or 'slow' (or unset), got {forced!r}")
+        return forced == "fast"
     if device.startswith("cuda"):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     cpu = getattr(torch, "cpu", None)
