@@ -16,6 +16,9 @@
 
 Only results of the scenario's newest version count; results with the same evaluation key (copies of
 one experiment) count once.
+
+``leaderboards/label_free.md`` and ``.csv``, of every scenario's results that record label-free estimates:
+how close each estimator comes to the labelled figures (:mod:`bench.boards.label_free`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.boards.label_free import write_label_free_board
 from bench.boards.plots import severity_columns, severity_plot
 from bench.boards.stats import LEVEL, Comparison, blocks_of, hierarchical_bootstrap, seed_interval
 from bench.boards.render import render, warn_if_shrinks
@@ -293,6 +297,8 @@ def write_leaderboards(out: str | Path = "runs", dest: str | Path | None = None,
             written += [dest_dir / f"{name}.md", dest_dir / f"{name}.csv"]
             if severity_columns(df):
                 written.append(severity_plot(df, dest_dir / f"{name}_severity.png", name, rs[0]["scenario"]))
+        board = write_label_free_board(every, dest_dir, command)  # of every scenario; None without label_free
+        written += [board, board.with_suffix(".csv")] if board else []
     return written
 
 

@@ -5,7 +5,9 @@ nothing fetched from the network.
 (click a column; ``#sort=<column>`` or ``#sort=<column>-asc`` in the address sorts on opening), the
 per-class IoU with their intervals, the statistical comparisons, the severity plot of a shift scenario,
 one figure per row (its first seed) and the provenance of every row: commands, commits, package
-versions, data checksums, model folders and logs.
+versions, data checksums, model folders and logs. ``<dest>/label_free.html``, linked from the index when
+some result records label-free estimates: how close they come to the labelled figures, with scatter plots
+(:mod:`bench.boards.label_free`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.boards.label_free import write_label_free_page
 from bench.boards.leaderboard import (KEYS, display, kendall_tau, leading_comparisons, row_groups, row_name,
                                       scenario_results, table, varying_settings)
 from bench.boards.plots import severity_columns, severity_plot
@@ -144,11 +147,14 @@ def write_report(runs: str | Path = "runs", dest: str | Path | None = None,
         written.append(write_text(dest / f"{name}.html", scenario_page(name, rs, df, dest, command, merged)))
         index.append(index_row(name, rs, df))
     if written:
+        label_free = write_label_free_page(every, dest, command)  # of every scenario; None without label_free
+        written += [label_free] if label_free else []
         for f in STATIC:
             write_text(dest / f, static(f))
         warn_if_shrinks(dest / "index.html", INDEX_COUNT, len(index), "scenarios")
         columns = ["scenario", "description", "reference", "results", "best row", "best mIoU"]
         written.insert(0, write_text(dest / "index.html", render("index.html.j2", title="cloudbench leaderboards",
                                                                  columns=columns, rows=index, command=command,
-                                                                 count=len(index))))
+                                                                 count=len(index),
+                                                                 label_free=label_free and label_free.name)))
     return written

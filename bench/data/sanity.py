@@ -3,7 +3,8 @@
 Before evaluation, the runner records for every band the 1st, 50th and 99th percentiles of the normalized
 training inputs and of the normalized test inputs, and warns when a test band's median lies outside the
 training band's [P1, P99] range (the model sees inputs it never saw), or when raw test reflectance looks
-like the wrong units. Leaderboards warn when two different normalizers or adapters give bit-identical
+like the wrong units. The 101 percentiles of each are kept too: the label-free input shift
+(:func:`bench.core.label_free.input_shift`) measures how far the test inputs lie from them. Leaderboards warn when two different normalizers or adapters give bit-identical
 metrics: a sign that one of them did nothing.
 """
 
@@ -15,15 +16,17 @@ from typing import Any
 
 import numpy as np
 
+from bench.core.label_free import flagged_bands, input_shift
 from bench.data.splits import Split, scene_input, tile_input
 from bench.data.normalizers import Normalizer
 
 #: at most this many values per band and split enter the statistics (a fixed-size random sample).
 SAMPLE = 200_000
+QUANTILES = np.linspace(0, 1, 101)
 
 
-def band_stats(images: Iterable[np.ndarray], seed: int = 0) -> dict[str, list[float]]:
-    """P1, median and P99 per band of (C, H, W) arrays, over their finite values."""
+def band_samples(images: Iterable[np.ndarray], seed: int = 0) -> list[np.ndarray]:
+    """Per band, up to :data:`SAMPLE` finite values of each (C, H, W) array (a fixed-seed random sample)."""
     rng = np.random.default_rng(seed)
     per_band: list[list[np.ndarray]] = []
     for img in images:
@@ -33,9 +36,19 @@ def band_stats(images: Iterable[np.ndarray], seed: int = 0) -> dict[str, list[fl
         for b, v in enumerate(flat):
             v = v[np.isfinite(v)]
             per_band[b].append(v if v.size <= SAMPLE else rng.choice(v, SAMPLE, replace=False))
-    values = [np.concatenate(v) if v else np.array([np.nan]) for v in per_band]
-    q = np.array([np.quantile(v, [0.01, 0.5, 0.99]) if v.size else [np.nan] * 3 for v in values])
-    return {"p1": q[:, 0].tolist(), "median": q[:, 1].tolist(), "p99": q[:, 2].tolist()}
+    return [np.concatenate(v) if v else np.array([]) for v in per_band]
+
+
+def stats_of(values: list[np.ndarray]) -> dict[str, list]:
+    """P1, median and P99 per band of :func:`band_samples`, and the 101 percentiles 0..100 (``quantiles``)."""
+    q = np.array([np.quantile(v, QUANTILES) if v.size else np.full(len(QUANTILES), np.nan) for v in values])
+    return {"p1": q[:, 1].tolist(), "median": q[:, 50].tolist(), "p99": q[:, 99].tolist(),
+            "quantiles": np.round(q, 6).tolist()}
+
+
+def band_stats(images: Iterable[np.ndarray], seed: int = 0) -> dict[str, list]:
+    """P1, median and P99 (and the 101 percentiles) per band of (C, H, W) arrays, over their finite values."""
+    return stats_of(band_samples(images, seed))
 
 
 def normalized(split: Split, normalizer: Normalizer) -> Iterable[np.ndarray]:
@@ -56,7 +69,9 @@ def apart(value: float, lo: float, hi: float) -> tuple[str, str, str]:
 
 def check(train: Split, test: Split, normalizer: Normalizer, bands: list[str]) -> dict[str, Any]:
     """Statistics of the normalized train and test inputs, and the warnings they raise."""
-    stats = {"train": band_stats(normalized(train, normalizer)), "test": band_stats(normalized(test, normalizer))}
+    test_values = band_samples(normalized(test, normalizer))
+    stats = {"train": band_stats(normalized(train, normalizer)), "test": stats_of(test_values)}
+    shift = input_shift(np.array(stats["train"]["quantiles"]), test_values)
     raw = band_stats(s.image for s in test.scenes)
     found = []
     for b, band in enumerate(bands):
@@ -69,4 +84,12 @@ def check(train: Split, test: Split, normalizer: Normalizer, bands: list[str]) -
             found.append(f"band {band}: test reflectance median {raw['median'][b]:.3g} looks like the wrong units")
     for message in found:
         warnings.warn(f"normalization sanity: {message}", stacklevel=2)
-    return {**stats, "bands": bands, "warnings": found}
+    return {**stats, "bands": bands, "warnings": found,
+            "input_shift": {**shift, "bands": bands, "flagged": flagged_bands(shift, bands)}}
+
+
+def shift_of(train_quantiles: list, test: Split, normalizer: Normalizer, bands: list[str]) -> dict[str, Any]:
+    """How far ``test``'s normalized inputs lie from the training inputs whose percentiles are given (see
+    :func:`bench.core.label_free.input_shift`), with the flagged bands named."""
+    shift = input_shift(np.array(train_quantiles, dtype=float), band_samples(normalized(test, normalizer)))
+    return {**shift, "bands": bands, "flagged": flagged_bands(shift, bands)}

@@ -37,7 +37,10 @@ REFLECTANCE = "L1C top-of-atmosphere reflectance (digital number / 10,000)"
 
 
 class SceneModel(Protocol):
-    """A model that is not a torch module: it predicts whole scenes (its own tiling and post-processing)."""
+    """A model that is not a torch module: it predicts whole scenes (its own tiling and post-processing).
+
+    One that also gives probabilities has ``predict_with_probabilities(image) -> (codes, (n_codes, H, W)
+    probabilities of its own output codes)``; the label-free confidence signals need it."""
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """(H, W) uint8 output codes of a (C, H, W) reflectance scene in the contract's bands (NaN = nodata)."""

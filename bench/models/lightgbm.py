@@ -37,6 +37,13 @@ class S2Cloudless:
         """(H, W) uint8 cloud mask after upstream's post-processing."""
         return self.detector.get_mask_from_prob(self.probability(image)[None])[0].astype(np.uint8)
 
+    def predict_with_probabilities(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The mask of :meth:`predict` and the pixel classifier's (2, H, W) probabilities of its codes
+        (no cloud, cloud) it was made from."""
+        prob = self.probability(image)
+        mask = self.detector.get_mask_from_prob(prob[None])[0].astype(np.uint8)
+        return mask, np.stack([1.0 - prob, prob]).astype(np.float32)
+
 
 @register("model", "s2cloudless")
 def s2cloudless(in_channels: int, weight_files: list, threshold: float = 0.4, average_over: int = 1,

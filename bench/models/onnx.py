@@ -53,6 +53,11 @@ class CSMaskModel:
         """(H, W) uint8 class codes."""
         return np.argmax(self.probabilities(image), axis=2).astype(np.uint8)
 
+    def predict_with_probabilities(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W) uint8 class codes and the (3, H, W) blended softmax they are the argmax of."""
+        probs = self.probabilities(image)
+        return np.argmax(probs, axis=2).astype(np.uint8), np.moveaxis(probs, -1, 0)
+
 
 @register("model", "ukis_csmask")
 def ukis_csmask(in_channels: int, weight_files: list, batch_size: int = 1) -> Built:

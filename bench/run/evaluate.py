@@ -23,6 +23,7 @@ from bench.core.labels import IGNORE, EvalSpace, LabelMap
 from bench.core.metrics import NAN_RULE, confusion, scores
 from bench.data.normalizers import Normalizer
 from bench.models.base import Contract, SceneModel
+from bench.run.label_free import LabelFree, SceneSignals
 
 
 #: side in pixels of the spatial blocks that the paired bootstrap resamples (blocks keep nearby,
@@ -38,6 +39,7 @@ class Evaluation:
     per_month: dict[str, dict[str, Any]]  # "MM" -> scores over the scenes acquired in that month
     predictions: dict[str, np.ndarray]  # scene id -> (H, W) group index, IGNORE at nodata
     references: dict[str, np.ndarray]  # scene id -> (H, W) group index, IGNORE at nodata
+    label_free: dict[str, Any] | None = None  # signals and estimates (bench.run.label_free), when asked for
 
 
 def block_confusions(scene: str, reference: np.ndarray, prediction: np.ndarray, k: int,
@@ -98,17 +100,17 @@ def strip_input(ref: SceneRef, normalizer: Normalizer, tiling: Tiling, shape: tu
 
 
 def predicted_strips(model: nn.Module | SceneModel, scene: SceneInput, tiling: Tiling, batch_size: int,
-                     device: str, fast: FastPaths, tile_fn=None, contract: Contract | None = None):  # noqa: ANN001, ANN201
-    """``(row0, row1, classes)`` of each strip of ``scene``: the project class index per pixel."""
+                     device: str, fast: FastPaths, tile_fn=None, contract: Contract | None = None,  # noqa: ANN001
+                     probabilities: bool = False):  # noqa: ANN201
+    """``(row0, row1, outputs)`` of each strip of ``scene``: ``outputs[0]`` the project class index per pixel,
+    then (with ``probabilities``, for a model that gives them) the probability of each project class."""
     if not isinstance(model, nn.Module):
-        for r0, r1, out in scene_model_strips(scene.read, scene.height, scene.width, tiling, model,
-                                              contract or Contract(), scene.strips):
-            yield r0, r1, out[0]
+        yield from scene_model_strips(scene.read, scene.height, scene.width, tiling, model, contract or Contract(),
+                                      scene.strips, probabilities=probabilities)
         return
-    run = class_batches(fast, fast.prepare(model, device), device)
-    for r0, r1, out in predict_strips(scene.read, scene.height, scene.width, tiling, run, batch_size, tile_fn,
-                                      scene.strips):
-        yield r0, r1, out[0]
+    run = class_batches(fast, fast.prepare(model, device), device, probabilities)
+    yield from predict_strips(scene.read, scene.height, scene.width, tiling, run, batch_size, tile_fn,
+                              scene.strips)
 
 
 def predict_scene(model: nn.Module | SceneModel, image: np.ndarray, patch: int, batch_size: int,
@@ -117,29 +119,39 @@ def predict_scene(model: nn.Module | SceneModel, image: np.ndarray, patch: int, 
     """(H, W) project class index of a (C, H, W) normalized scene in memory (NaN = nodata)."""
     h, w = image.shape[1:]
     scene = SceneInput("scene", h, w, lambda r0, r1: image[:, r0:r1], None, {}, [(0, h)])
-    return np.concatenate([p for _, _, p in predicted_strips(model, scene, Tiling(patch), batch_size, device,
-                                                             fast or FastPaths(), tile_fn, contract)])
+    return np.concatenate([p[0] for _, _, p in predicted_strips(model, scene, Tiling(patch), batch_size, device,
+                                                                fast or FastPaths(), tile_fn, contract)])
 
 
 def group_maps(scene: SceneInput, strips, lut: np.ndarray, labels: LabelMap,  # noqa: ANN001
-               space: EvalSpace) -> tuple[np.ndarray, np.ndarray]:
+               space: EvalSpace, signals: SceneSignals | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(H, W) predicted and reference groups of ``space`` of one scene from its predicted ``strips``,
-    IGNORE at nodata."""
+    IGNORE at nodata; ``signals`` sees the outputs of the pixels that are scored, never their reference."""
     pred = np.empty((scene.height, scene.width), dtype=np.uint8)
     ref = np.empty_like(pred)
-    for r0, r1, p in strips:
+    for r0, r1, out in strips:
         codes, valid = scene.labels(r0, r1)
-        pred[r0:r1] = np.where(valid, lut[p], IGNORE)
+        pred[r0:r1] = np.where(valid, lut[out[0].astype(np.uint8)], IGNORE)
         ref[r0:r1] = reference_groups(codes, valid, labels, space)
+        if signals is not None:
+            signals.add(out, pred[r0:r1], ref[r0:r1] != IGNORE)
     return pred, ref
+
+
+def add_month(months: dict[str, Any], meta: dict[str, Any], cm: np.ndarray) -> None:
+    """Add a scene's confusion to the month it was acquired in (``"MM"``), if known."""
+    if meta.get("acquired"):
+        month = meta["acquired"][5:7]
+        months[month] = months.get(month, 0) + cm
 
 
 def evaluate(model: nn.Module | SceneModel, normalizer: Normalizer, test: Split, space: EvalSpace, patch: int,
              batch_size: int, device: str = "cpu", adapter: Adapter | None = None,
              contract: Contract | None = None, fast: FastPaths | None = None,
-             whole_pixels: int = WHOLE_PIXELS) -> Evaluation:
+             whole_pixels: int = WHOLE_PIXELS, label_free: LabelFree | None = None) -> Evaluation:
     """Scores of ``model`` on every valid pixel of ``test`` in label space ``space`` (a pretrained model's
-    output codes become project classes by its ``contract``).
+    output codes become project classes by its ``contract``); with ``label_free``, the label-free signals and
+    estimates of the same pass (:mod:`bench.run.label_free`) in ``Evaluation.label_free``.
 
     An ``adapter`` sees the normalized test tiles (never the reference): once for all scenes
     (``per_test_set``) or, starting again from the trained model, for each scene (``per_scene``).
@@ -163,14 +175,12 @@ def evaluate(model: nn.Module | SceneModel, normalizer: Normalizer, test: Split,
     for scene in scene_inputs(test, normalizer, tiling, whole_pixels):
         if adapter.protocol == "per_scene":
             adapted = adapter.adapt(copy.deepcopy(model), batches(scene))
-        strips = predicted_strips(adapted, scene, tiling, batch_size, device, fast, tile_fn, contract)
-        pred, ref = group_maps(scene, strips, lut, test.labels, space)
+        strips = predicted_strips(adapted, scene, tiling, batch_size, device, fast, tile_fn, contract, bool(label_free))
+        pred, ref = group_maps(scene, strips, lut, test.labels, space, label_free and label_free.scene(scene.id))
         cm = confusion(ref, pred, k)
         total += cm
         blocks.update(block_confusions(scene.id, ref, pred, k))
-        if scene.meta.get("acquired"):
-            month = scene.meta["acquired"][5:7]
-            months[month] = months.get(month, 0) + cm
+        add_month(months, scene.meta, cm)
         per_scene[scene.id] = {**scores(cm, space.names), "acquired": scene.meta.get("acquired")}
         preds[scene.id], refs[scene.id] = pred, ref
     metrics = {**scores(total, space.names), "label_space": space.to_dict(), "nan_rule": NAN_RULE,
@@ -178,4 +188,5 @@ def evaluate(model: nn.Module | SceneModel, normalizer: Normalizer, test: Split,
     if isinstance(model, nn.Module):
         metrics["fast_paths"] = fast.describe()
     per_month = {m: scores(cm, space.names) for m, cm in sorted(months.items())}
-    return Evaluation(metrics, per_scene, blocks, per_month, preds, refs)
+    return Evaluation(metrics, per_scene, blocks, per_month, preds, refs,
+                      label_free.record() if label_free else None)

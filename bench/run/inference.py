@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from bench.core.errors import ConfigError
+from bench.core.labels import N_CLASSES
 from bench.core.recipe import PRECISIONS
 from bench.data.splits import pad_to
 from bench.models.base import Contract, SceneModel
@@ -216,16 +217,33 @@ def predict_strips(read: Reader, height: int, width: int, tiling: Tiling, run_ba
 
 def scene_model_strips(read: Reader, height: int, width: int, tiling: Tiling, model: SceneModel,
                        contract: Contract, strips: list[tuple[int, int]] | None = None,
-                       on_strip: Callable[[int], None] | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+                       on_strip: Callable[[int], None] | None = None,
+                       probabilities: bool = False) -> Iterator[tuple[int, int, np.ndarray]]:
     """The same for a model that is not torch (it predicts whole arrays): ``overlap`` rows of context above
-    and below each strip; outputs are project class indices, (1, rows, W)."""
+    and below each strip; outputs are project class indices, (1, rows, W), then with ``probabilities`` (for a
+    model that has ``predict_with_probabilities``) the probability of each project class, (5, rows, W)."""
     classes = contract.class_of_code()
+    with_probs = probabilities and hasattr(model, "predict_with_probabilities")
     for r0, r1 in strips or tiling.strips(height, width):
         top, bottom = max(r0 - tiling.overlap, 0), min(r1 + tiling.overlap, height)
-        pred = classes[model.predict(read(top, bottom))]
+        if with_probs:
+            codes, code_probs = model.predict_with_probabilities(read(top, bottom))
+            out = np.concatenate([classes[codes][None].astype(np.float32), class_probabilities(code_probs, classes)])
+        else:
+            out = classes[model.predict(read(top, bottom))][None]
         if on_strip:
             on_strip(r1 - r0)
-        yield r0, r1, pred[None, r0 - top:r1 - top]
+        yield r0, r1, out[:, r0 - top:r1 - top]
+
+
+def class_probabilities(code_probs: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """(4, H, W) project-class probabilities of (codes, H, W) probabilities of a model's own output codes
+    (each code's probability goes to the project class it predicts; nodata codes to none)."""
+    out = np.zeros((N_CLASSES, *code_probs.shape[1:]), dtype=np.float32)
+    for code, p in enumerate(code_probs):
+        if classes[code] < N_CLASSES:
+            out[classes[code]] += p
+    return out
 
 
 def class_batches(fast: FastPaths, fn: Callable[[torch.Tensor], torch.Tensor], device: str,

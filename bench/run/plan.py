@@ -67,6 +67,7 @@ class RunConfig:
     compile: bool = False  # torch.compile the model for inference
     wandb: str = "offline"  # offline (default), online, or off; Lightning's CSV logs are always written
     figure: bool = True
+    label_free: bool = True  # record the label-free signals and estimates (bench.run.label_free) beside the metrics
     progress: bool = True
     callbacks: list = field(default_factory=list)  # extra Lightning callbacks (not recorded)
     command: str | None = None  # the command line that asked for this run (the CLI sets it)
@@ -171,7 +172,7 @@ def plan(cfg: RunConfig) -> Plan:
                             (("model", cfg.model), ("norm", cfg.norm), ("adapter", cfg.adapt)))
     contract = contract_of(model)
     mode, bands = cfg.mode(contract), contract.bands or scenario.bands
-    needed = ("test",) if mode == "zero-shot" else SPLITS
+    needed = zero_shot_splits(bands, scenario) if mode == "zero-shot" else SPLITS
     check_bands_of(cfg.model, bands, scenario, needed)
     weight_files = find_weights(cfg, contract) if contract.pretrained else []
     recipe = Recipe.resolve(scenario.recipe, cfg.recipe)
@@ -234,6 +235,12 @@ def training_identity(cfg: RunConfig, scenario: Scenario, splits: dict[str, Spli
 
 class MissingBands(ConfigError):
     """A scenario's data lack a band that the model needs."""
+
+
+def zero_shot_splits(bands: tuple[str, ...], scenario: Scenario) -> tuple[str, ...]:
+    """What a pretrained model run zero-shot reads: the test split, and the validation split to calibrate
+    its label-free estimates on where that split has the model's bands."""
+    return ("val", "test") if all(b in scenario.dataset("val").bands for b in bands) else ("test",)
 
 
 def check_bands_of(model: str, bands: tuple[str, ...], scenario: Scenario, splits: tuple[str, ...]) -> None:

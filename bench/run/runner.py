@@ -34,6 +34,8 @@ from bench.data.splits import Split
 from bench.run.evaluate import BLOCK, Evaluation, evaluate
 from bench.run.figures import run_figure
 from bench.run.inference import FastPaths
+from bench.run.label_free import save_predictions
+from bench.run.calibration import FreeOfLabels
 from bench.run.plan import Plan, RunConfig, command_line, plan, run_device
 from bench.run.training import Trained, train_or_load
 
@@ -66,6 +68,8 @@ class Evaluated:
     sanity: dict[str, Any]
     device: str
     eval_s: float
+    label_free: dict[str, Any] | None = None  # signals and estimates (bench.run.label_free)
+    maps: dict[str, np.ndarray] | None = None  # predicted groups of the calibration and test scenes
 
 
 def run(cfg: RunConfig | Plan) -> RunResult:
@@ -104,15 +108,19 @@ def evaluate_run(p: Plan, trained: Trained) -> Evaluated:
     module = trained.module.to(device) if isinstance(trained.module, torch.nn.Module) else trained.module
     fast = FastPaths(p.recipe.precision, p.cfg.channels_last, p.cfg.compile)
     _, _, adapter_entry = p.entries()
+    free = FreeOfLabels(p, trained, module, device, fast, sanity) if p.cfg.label_free else None
     per_severity, blocks, budgets = {}, {}, []
     for severity in severities:
         split = test if severity is None else shifted(test, shift_entry, severity, bands)
         adapter = adapter_entry.build()
         ev = evaluate(module, trained.normalizer, split, p.space, p.recipe.patch_size, p.recipe.batch_size,
-                      device, adapter, p.contract, fast)
+                      device, adapter, p.contract, fast, label_free=free.evaluation() if free else None)
         budgets.append(adapter.describe())
+        if free:
+            free.add(ev, split, severity)
         if severity is not None:
-            per_severity[str(severity)] = {**ev.metrics, "per_scene": ev.per_scene}
+            per_severity[str(severity)] = {**ev.metrics, "per_scene": ev.per_scene,
+                                           **({"label_free": ev.label_free} if free else {})}
         for b, cm in ev.blocks.items():  # pooled over severities, as the headline metrics are
             blocks[b] = blocks.get(b, 0) + cm
     metrics = ev.metrics
@@ -121,7 +129,7 @@ def evaluate_run(p: Plan, trained: Trained) -> Evaluated:
         metrics = {**ev.metrics, **scores(pooled, p.space.names),
                    "pooled_over_severities": sorted(per_severity, key=int)}
     return Evaluated(metrics, per_severity, blocks, ev, split, severities[-1], added_budgets(budgets), sanity,
-                     device, time.perf_counter() - t0)
+                     device, time.perf_counter() - t0, free.record() if free else None, free.maps if free else None)
 
 
 def added_budgets(described: list[dict[str, Any]]) -> dict[str, Any]:
@@ -156,6 +164,7 @@ def record(p: Plan, trained: Trained, ev: Evaluated, timings: dict[str, float]) 
         "per_severity": ev.per_severity or None,
         "blocks": {"size": BLOCK, "ids": list(ev.blocks), "confusion": [cm.ravel().tolist() for cm in ev.blocks.values()]},
         "sanity": ev.sanity,
+        "label_free": ev.label_free,
         "train": trained.record,
         "train_key": p.train_key,
         "eval_key": p.eval_key,
@@ -180,6 +189,8 @@ def publish(p: Plan, result: dict[str, Any], ev: Evaluated) -> tuple[Path | None
         figure = run_figure(p.result_path.with_suffix(".png"), ev.shown_split, ev.shown, p.space,
                             list(p.bands), title=title)
         result["figure"] = str(figure)
+    if ev.maps is not None and result.get("label_free"):
+        result["label_free"]["predictions"] = save_predictions(p.result_path.with_suffix(".npz"), ev.maps).name
     write_json(p.result_path, result)
     if p.cfg.leaderboards is False:
         return figure, None
