@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import __version__
-from bench.core.errors import BenchError, unknown
+from bench.core.errors import BenchError, ConfigError, unknown
 from bench.core.recipe import Recipe
 from bench.core.registry import KIND_ALIASES, KINDS, get_registry
 from bench.run.output import configure_output
@@ -47,6 +47,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     h.add_argument("--compile", action="store_true", help="torch.compile the model for evaluation")
     p.add_argument("--wandb", default="offline", help="offline (default; `wandb sync` later), online, or off")
     p.add_argument("--no-figure", action="store_true", help="do not draw the per-run figure")
+    p.add_argument("--consistency", action="store_true", help="label-free: also measure how often a prediction "
+                   "holds with the input flipped (one more inference pass)")
 
 
 def _run_config(args: argparse.Namespace, argv: Sequence[str], **extra: Any) -> RunConfig:
@@ -58,6 +60,7 @@ def _run_config(args: argparse.Namespace, argv: Sequence[str], **extra: Any) -> 
                      num_nodes=args.num_nodes, num_workers=args.num_workers, wandb=args.wandb,
                      channels_last=not args.no_channels_last, compile=args.compile,
                      figure=not args.no_figure, finetune=args.finetune, command=shlex.join(["bench", *argv]),
+                     consistency=args.consistency,
                      **extra)
 
 
@@ -67,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "data they were not trained on?")
     p.add_argument("--version", action="version", version=f"cloudbench {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_run, _add_sweep, _add_predict, _add_boards, _add_list, _add_data):
+    for add in (_add_run, _add_sweep, _add_predict, _add_assess, _add_boards, _add_list, _add_data):
         add(sub)
     return p
 
@@ -138,6 +141,26 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--compile", action="store_true", help="torch.compile the model first")
     pr.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_assess(sub: argparse._SubParsersAction) -> None:
+    pa = sub.add_parser("assess", help="label-free estimates: how will these masks do on my (unlabelled) scenes?")
+    pa.add_argument("scenes", nargs="*", metavar="SCENE", help="GeoTIFFs or L1C .SAFE folders / zips")
+    pa.add_argument("--model", action="append", default=[], help="a pretrained model (repeatable)")
+    pa.add_argument("--run", action="append", default=[], help="a trained run's result JSON (repeatable)")
+    pa.add_argument("--scenario", help="assess on this scenario's test split (its labels are not read); a shift "
+                    "scenario gives one table per severity")
+    pa.add_argument("--calibrate-on", help="the scenario whose validation split calibrates a pretrained model "
+                    "(default: samples_intra, else samples_temporal, the first that has its bands)")
+    pa.add_argument("--bands", help="the GeoTIFFs' bands in file order (default: their band descriptions)")
+    pa.add_argument("--scale", type=float, help="GeoTIFF values x SCALE = reflectance (as bench predict)")
+    pa.add_argument("--offset", type=float, default=0.0, help="added to GeoTIFF values before scaling")
+    pa.add_argument("--tile", type=int, default=512, help="tile size, multiple of 32 (default 512)")
+    pa.add_argument("--batch-size", type=_positive_int, default=4)
+    pa.add_argument("--device", help="cpu or cuda (default: cuda if there is one)")
+    pa.add_argument("--precision", default="auto", help="auto, fp32 or bf16")
+    pa.add_argument("--json", help="write the whole assessment to this JSON file (schema in bench.run.assess)")
+    pa.add_argument("--quiet", action="store_true", help="no progress display")
 
 
 def _add_boards(sub: argparse._SubParsersAction) -> None:
@@ -289,6 +312,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_assess(args: argparse.Namespace) -> int:
+    """``bench assess``: estimates of each model on scenes without labels, a verdict and a recommendation."""
+    from bench.core.results import write_json
+    from bench.run import assess as a
+    from bench.run.inference import FastPaths, resolve_precision
+    from bench.run.predict import default_device
+
+    if bool(args.scenes) == bool(args.scenario):
+        raise ConfigError("give the scenes to assess or --scenario NAME, not both")
+    if not args.model and not args.run:
+        raise ConfigError("give at least one --model NAME or --run RESULT.json")
+    device = args.device or default_device()
+    fast = FastPaths(resolve_precision(args.precision, device))
+    plans = [a.calibration_plan(m, args.calibrate_on, a.model_bands(m)) for m in args.model]
+    plans += [a.run_plan(Path(r)) for r in args.run]
+    bands = [b.strip() for b in args.bands.split(",")] if args.bands else None
+    reports = []
+    for severity in a.severities(args.scenario):
+        rows = [a.row_of(p, device, fast) for p in plans]
+        scenes = (a.split_scenes(args.scenario, severity) if args.scenario else
+                  a.file_scenes([Path(s) for s in args.scenes], bands, args.scale, args.offset, args.tile))
+        report = a.assess(rows, scenes, args.tile, args.batch_size, device, fast, not args.quiet)
+        reports.append({"severity": severity, **report})
+        print(a.table(report, severity))
+    if args.json:
+        write_json(args.json, reports[0] if len(reports) == 1 else {"schema": a.SCHEMA, "severities": reports})
+        print(f"assessment: {args.json}")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     """``bench data info|download|verify|check``."""
     from bench.data import download as catalog
@@ -341,7 +394,8 @@ def cmd_boards(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return _written(write_leaderboards(args.runs, out, args.scenario, command, args.merge_recipes), args.runs)
 
 
-COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "predict": lambda args, argv: cmd_predict(args), "report": cmd_boards, "leaderboard": cmd_boards,
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "predict": lambda args, argv: cmd_predict(args),
+            "assess": lambda args, argv: cmd_assess(args), "report": cmd_boards, "leaderboard": cmd_boards,
             "list": lambda args, argv: cmd_list(args), "data": lambda args, argv: cmd_data(args)}
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import zipfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from itertools import combinations
@@ -180,8 +181,9 @@ def label_free_scene_rows(results: list[dict[str, Any]]) -> pd.DataFrame:
         for scene, actual in sorted(c.scenes.items()):
             if scene not in estimates:
                 continue
+            given = estimates[scene]
             rows += [{**c.ids(), "scene": scene, "metric": metric, "estimator": name,
-                      "actual": _num(actual.get(metric)), "estimate": _num((estimates[scene].get(metric) or {}).get(name))}
+                      "actual": _num(actual.get(metric)), "estimate": _num((given.get(metric) or {}).get(name))}
                      for metric in METRICS for name in names[metric]]
     return _frame(rows, [*ID_COLUMNS, "scene", *ROW_COLUMNS[len(ID_COLUMNS):]])
 
@@ -196,7 +198,7 @@ def predictions_file(r: dict[str, Any]) -> Path | None:
 
 
 def _id_accuracy(c: Condition) -> float | None:
-    return ((c.result["label_free"].get("calibration") or {}).get("accuracy"))
+    return (c.result["label_free"].get("calibration") or {}).get("accuracy")
 
 
 def aol_estimates(conds: list[Condition]) -> list[float | None]:
@@ -223,11 +225,16 @@ def aol_estimates(conds: list[Condition]) -> list[float | None]:
 def _aol_group(conds: list[Condition]) -> list[float | None]:
     """Agreement-on-the-line estimates of one group's conditions (None for one in no usable pair)."""
     prefix = f"test/{conds[0].severity}/" if conds[0].severity else "test/"
-    with ExitStack() as stack:
-        paths = [predictions_file(c.result) for c in conds]
-        files = [stack.enter_context(np.load(p, allow_pickle=False)) for p in paths]
-        inside = _agreements(files, paths, lambda k: k.startswith("val/"))
-        outside = _agreements(files, paths, lambda k: k.startswith(prefix))
+    paths = [predictions_file(c.result) for c in conds]
+    try:
+        with ExitStack() as stack:
+            files = [stack.enter_context(np.load(p, allow_pickle=False)) for p in paths]
+            inside = _agreements(files, paths, lambda k: k.startswith("val/"))
+            outside = _agreements(files, paths, lambda k: k.startswith(prefix))
+    except (OSError, ValueError, zipfile.BadZipFile) as err:  # a damaged file must not stop the boards
+        warnings.warn(f"unreadable prediction maps among {[str(p) for p in paths]} ({err}); no aol estimate "
+                      "for them", stacklevel=2)
+        return [None] * len(conds)
     pairs = [p for p in inside if inside[p][1] and outside.get(p, (0, 0))[1]]
     if not pairs:
         return [None] * len(conds)
@@ -238,7 +245,8 @@ def _aol_group(conds: list[Condition]) -> list[float | None]:
     return [float(v) if i in paired else None for i, v in enumerate(fitted)]
 
 
-def _agreements(files: list[Any], paths: list[Path], chosen: Callable[[str], bool]) -> dict[tuple[int, int], tuple[int, int]]:
+def _agreements(files: list[Any], paths: list[Path],
+                chosen: Callable[[str], bool]) -> dict[tuple[int, int], tuple[int, int]]:
     """(agreeing, compared) pixels of each pair of prediction files, summed over the maps both hold whose
     key is ``chosen``; a map whose shape differs from its partner's is warned about and left out."""
     keys = [{k for k in f.files if chosen(k)} for f in files]

@@ -23,14 +23,25 @@ from typing import Any
 
 import numpy as np
 
-from bench.core.label_free import Signals, agreement_on_the_line, pixel_agreement
+from bench.core.errors import ConfigError, DataError
+from bench.core.label_free import Signals, agreement_on_the_line, flagged_bands, input_shift, pixel_agreement
 from bench.core.labels import EvalSpace
-from bench.data.sanity import band_samples
-from bench.core.label_free import flagged_bands, input_shift
+from bench.core.progress import Progress
+from bench.core.registry import get_registry
+from bench.core.results import CACHE, read_result
+from bench.data.rasters import open_scene
+from bench.data.sanity import band_stats, normalized
+from bench.data.scenarios import load_scenario
+from bench.data.shifts import shifted
+from bench.data.splits import load_split
+from bench.run.calibration import FreeOfLabels
 from bench.run.evaluate import SceneInput, predicted_strips
 from bench.run.inference import FastPaths, HeldRows, Tiling
 from bench.run.label_free import SceneSignals, cloud_groups, summary
-from bench.run.predict import Predictor
+from bench.models.base import contract_of
+from bench.run.plan import Plan, RunConfig, plan, zero_shot_splits
+from bench.run.predict import Predictor, scene_reader
+from bench.run.training import train_or_load
 
 SCHEMA = 1
 #: an estimated drop from the in-distribution figure below this is "holds"
@@ -98,10 +109,10 @@ def row_record(row: Row, aol: float | None) -> dict[str, Any]:
     rec["signals"]["input_shift"] = shift
     estimates = {m: headline(rec["estimates"][m], m) for m in ("accuracy", "miou")}
     p = row.predictor
-    return {"name": p.name, "normalizer": p.source.get("norm", p.normalizer.name if hasattr(p.normalizer, "name") else "?"),
+    return {"name": p.name, "normalizer": p.source.get("norm"),
             "source": {k: str(v) for k, v in p.source.items()}, "calibration": row.calibration,
             "estimates": {**estimates, "by_method": rec["estimates"]}, "signals": rec["signals"],
-            "verdict": verdict(estimates, row.calibration, shift),
+            "verdict": verdict(estimates, row.calibration, shift, p.source.get("mode") != "zero-shot"),
             "per_scene": {k: summary(s.signals, row.space) for k, s in row.signals.items()}}
 
 
@@ -115,19 +126,24 @@ def headline(by_method: dict[str, float | None], metric: str) -> dict[str, Any]:
 
 
 def verdict(estimates: dict[str, dict[str, Any]], calibration: dict[str, Any] | None,
-            shift: dict[str, Any] | None) -> str:
-    """``holds``, ``degraded``, ``outside`` or ``unknown``, with the reason after a colon."""
-    if shift and shift["flagged"]:
-        worst = max(o for o in shift["outside"] if o is not None)
-        return (f"outside: bands {', '.join(shift['flagged'])} lie outside the training P1-P99 (up to "
-                f"{worst:.0%} of values, 2 % expected): retrain, or use another row")
+            shift: dict[str, Any] | None, trained_here: bool = True) -> str:
+    """``holds``, ``degraded``, ``outside`` or ``unknown``, with the reason after a colon.
+
+    ``outside`` is for a model trained here, whose training inputs are known: bands whose values lie
+    outside its training P1-P99 far more often than the 2 % expected. For a pretrained model the reference
+    is only its calibration split, so such bands are named as a caveat, not as the verdict."""
+    flagged = (shift or {}).get("flagged") or []
+    worst = max((o for o in (shift or {}).get("outside", []) if o is not None), default=0.0)
+    where = f"bands {', '.join(flagged)}: up to {worst:.0%} of values outside P1-P99, 2 % expected"
+    if flagged and trained_here:
+        return f"outside: the inputs lie outside what it was trained on ({where}): retrain, or use another row"
+    caveat = f"; inputs differ from its calibration split ({where})" if flagged else ""
     est, base = estimates["miou"]["value"], (calibration or {}).get("miou")
     if est is None or base is None:
-        return "unknown: no calibrated estimate (the model gives no probabilities or was not calibrated)"
+        return "unknown: no calibrated estimate (the model gives no probabilities or was not calibrated)" + caveat
     drop = base - est
-    if drop < HOLDS_BELOW:
-        return f"holds: estimated mIoU {est:.3f}, {drop:+.3f} below its in-distribution {base:.3f}"
-    return f"degraded: estimated mIoU {est:.3f}, {drop:.3f} below its in-distribution {base:.3f}"
+    kind = "holds" if drop < HOLDS_BELOW else "degraded"
+    return f"{kind}: estimated mIoU {est:.3f}, {drop:+.3f} below its in-distribution {base:.3f}{caveat}"
 
 
 def cloud_maps(row: Row) -> Iterator[tuple[str, np.ndarray]]:
@@ -180,15 +196,20 @@ def agreement_rate(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float 
     return sum(x for x, _ in counts) / n if n else None
 
 
-def assess(rows: list[Row], scenes: Iterable[SceneInput], tile: int = 512, batch_size: int = 4,
-           device: str = "cpu", fast: FastPaths | None = None) -> dict[str, Any]:
-    """Every row on every scene; the report in the documented schema (``bench assess --json``)."""
+def assess(rows: list[Row], scenes: Iterable[tuple[str, Any]], tile: int = 512, batch_size: int = 4,
+           device: str = "cpu", fast: FastPaths | None = None, progress: bool = True) -> dict[str, Any]:
+    """Every row on every scene (``(id, row -> SceneInput)``, as :func:`file_scenes` gives them); the
+    report in the documented schema (``bench assess --json``)."""
     fast, tiling = fast or FastPaths(), Tiling(tile)
+    scenes = list(scenes)
+    bar = Progress(len(scenes) * len(rows), "scene x model", "assess", enabled=progress)
     names = []
-    for scene in scenes:
-        names.append(scene.id)
+    for sid, scene_of in scenes:
+        names.append(sid)
         for row in rows:
-            scene_signals(row, scene, tiling, batch_size, device, fast)
+            scene_signals(row, scene_of(row), tiling, batch_size, device, fast)
+            bar.update(1, status=f"{sid} / {row.predictor.name}")
+    bar.close()
     aol = aol_estimates(rows)
     models = [row_record(r, a) for r, a in zip(rows, aol)]
     return {"schema": SCHEMA, "scenes": names, "models": models,
@@ -202,3 +223,120 @@ def recommended(models: list[dict[str, Any]]) -> int | None:
     scored = [(i, m) for i, m in enumerate(models) if m["estimates"]["miou"]["value"] is not None]
     inside = [(i, m) for i, m in scored if not m["verdict"].startswith("outside")] or scored
     return max(inside, key=lambda im: im[1]["estimates"]["miou"]["value"])[0] if inside else None
+
+
+#: embedded scenarios whose validation split calibrates a pretrained model, the first that has its bands
+CALIBRATION_SCENARIOS = ("samples_intra", "samples_temporal")
+
+
+def calibration_plan(model: str, scenario: str | None, bands: tuple[str, ...]) -> Plan:
+    """The zero-shot run of ``model`` on ``scenario`` (default: the first of
+    :data:`CALIBRATION_SCENARIOS` whose validation data has its bands), planned under the user cache."""
+    names = [scenario] if scenario else list(CALIBRATION_SCENARIOS)
+    for name in names:
+        if "val" in zero_shot_splits(bands, load_scenario(name)):
+            return plan(RunConfig(model=model, scenario=name, out=str(CACHE / "assess"), figure=False,
+                                  leaderboards=False, wandb="off", progress=False))
+    raise ConfigError(f"model {model!r} needs bands {', '.join(bands)}: no validation split of "
+                      f"{', '.join(names)} has them to calibrate on; pass --calibrate-on SCENARIO")
+
+
+def row_of(p: Plan, device: str, fast: FastPaths) -> Row:
+    """A model ready to assess: loaded (or built), calibrated on ``p``'s validation split (cached)."""
+    trained = train_or_load(p)
+    norm = trained.normalizer
+    sanity = ({"train": band_stats(normalized(p.splits["train"], norm))} if "train" in p.splits else {})
+    free = FreeOfLabels(p, trained, trained.module, device, fast, sanity)
+    predictor = Predictor(p.cfg.model, trained.module, norm, list(p.bands), p.contract, p.recipe.patch_size,
+                          source={"model": p.cfg.model, "norm": p.cfg.norm, "mode": p.mode,
+                                  "calibrated_on": p.scenario.name})
+    maps = {k[4:]: v for k, v in free.maps.items() if k.startswith("val/")}
+    return Row(predictor, free.calibration, free.reference, maps)
+
+
+def run_plan(result_path: Path) -> Plan:
+    """The plan of a stored result (``--run RESULT.json``): its model, normalizer, scenario and recipe."""
+    result = read_result(result_path)
+    if result is None:
+        raise DataError(f"--run {result_path}: not a result JSON (a run's results/<scenario>/*.json)")
+    c = result["config"]
+    fields = {k: c[k] for k in ("model", "norm", "scenario", "adapt", "seed", "finetune", "weights", "recipe",
+                                "data_root") if k in c}
+    return plan(RunConfig(**fields, out=str(result_path.parents[2]), figure=False, leaderboards=False,
+                          wandb="off", progress=False))
+
+
+def file_scenes(paths: list[Path], bands: list[str] | None, scale: float | None, offset: float,
+                tile: int) -> Iterator[tuple[str, Any]]:
+    """``(scene id, input for a row)`` of each GeoTIFF or .SAFE, read as ``bench predict`` reads it."""
+    for path in paths:
+        def scene(row: Row, path: Path = path) -> SceneInput:
+            raster = open_scene(path, bands, scale, offset).select(row.predictor.bands)
+            strips = Tiling(tile).strips(raster.height, raster.width)
+            read, _, normalize = scene_reader(raster, row.predictor.normalizer, strips, False)
+            return SceneInput(path.name, raster.height, raster.width, lambda r0, r1: normalize(read(r0, r1)),
+                              None, {}, strips)
+        yield path.name, scene
+
+
+def split_scenes(scenario: str, severity: int | None) -> Iterator[tuple[str, Any]]:
+    """``(scene id, input for a row)`` of a scenario's test split (at a shift's severity); no reference
+    is read."""
+    sc = load_scenario(scenario)
+    shift = get_registry().get("shift", sc.shift["type"]) if severity is not None else None
+    ids = [s.id for s in load_split(sc, "test").scenes]
+    for i, sid in enumerate(ids):
+        def scene(row: Row, i: int = i) -> SceneInput:
+            split = load_split(sc, "test", bands=row.predictor.bands)
+            if shift is not None:
+                split = shifted(split, shift, severity, row.predictor.bands)
+            s, norm = split.scenes[i], row.predictor.normalizer
+            image = s.image if norm.level == "patch" else norm.transform(s.image)
+            return SceneInput(s.id, *image.shape[1:], lambda r0, r1: image[:, r0:r1], None, s.meta,
+                              [(0, image.shape[1])])
+        yield sid, scene
+
+
+def model_bands(model: str) -> tuple[str, ...]:
+    """The bands a pretrained model takes (its contract's); a model trained here is refused."""
+    contract = contract_of(get_registry().get("model", model))
+    if not contract.pretrained:
+        raise ConfigError(f"model {model!r} is trained here, not pretrained: pass --run with one of its results")
+    return tuple(contract.bands)
+
+
+def severities(scenario: str | None) -> list[int | None]:
+    """A shift scenario's severities; ``[None]`` for any other scenario or for scenes."""
+    shift = load_scenario(scenario).shift if scenario else None
+    return list(shift["severities"]) if shift else [None]
+
+
+def _fmt(v: float | None, pct: bool = False) -> str:
+    return "-" if v is None else f"{v:.0%}" if pct else f"{v:.3f}"
+
+
+def table(report: dict[str, Any], severity: int | None = None) -> str:
+    """The terminal table of a report: one row per model x normalizer, the recommendation below."""
+    from tabulate import tabulate
+
+    rows = []
+    matrix = report["agreement"]["matrix"]
+    for i, m in enumerate(report["models"]):
+        e, s, cal = m["estimates"], m["signals"], m["calibration"] or {}
+        others = [v for j, v in enumerate(matrix[i]) if j != i and v is not None]
+        est = [f"{_fmt(e[k]['value'])} [{_fmt(e[k]['low'])}-{_fmt(e[k]['high'])}] {e[k]['method'] or ''}"
+               for k in ("accuracy", "miou")]
+        shift = s.get("input_shift") or {}
+        rows.append([f"{m['name']}/{m['normalizer']}", *est, f"{_fmt(cal.get('accuracy'))} / {_fmt(cal.get('miou'))}",
+                     _fmt(s.get("confidence")), _fmt(s.get("cloud_fraction"), True),
+                     ",".join(shift.get("flagged") or []) or "-", _fmt(np.mean(others)) if others else "-",
+                     m["verdict"].split(":")[0]])
+    head = ["model/norm", "est. accuracy [range] method", "est. mIoU [range] method", "in-dist. acc / mIoU",
+            "confidence", "cloud", "bands outside", "agreement", "verdict"]
+    title = f"{len(report['scenes'])} scenes" + (f", severity {severity}" if severity is not None else "")
+    best = report["recommended"]
+    lines = [title, tabulate(rows, head, tablefmt="simple")]
+    lines += [f"{m['name']}/{m['normalizer']}: {m['verdict']}" for m in report["models"]]
+    lines.append("recommended: " + (f"{report['models'][best]['name']}/{report['models'][best]['normalizer']}"
+                                    if best is not None else "none (no row has a calibrated estimate)"))
+    return "\n".join(lines)

@@ -31,6 +31,8 @@ class FreeOfLabels:
     def __init__(self, p: Plan, trained: Trained, module: Any, device: str, fast: FastPaths,
                  sanity: dict[str, Any]) -> None:
         self.p, self.trained, self.module, self.device, self.fast = p, trained, module, device, fast
+        if hasattr(module, "eval"):  # a torch module: BatchNorm on its running statistics, as evaluation has it
+            module.eval()
         self.evaluations: list[LabelFree] = []
         self.shifts: list[dict[str, Any] | None] = []
         self.calibration, self.skipped, val_maps = self.calibrated()
@@ -78,7 +80,7 @@ class FreeOfLabels:
 
     def evaluation(self) -> LabelFree:
         """Fresh accumulators for the next evaluation."""
-        self.evaluations.append(LabelFree(self.p.space, self.calibration))
+        self.evaluations.append(LabelFree(self.p.space, self.calibration, self.p.cfg.consistency))
         return self.evaluations[-1]
 
     def add(self, ev: Evaluation, split: Split, severity: int | None) -> None:

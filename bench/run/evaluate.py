@@ -101,14 +101,15 @@ def strip_input(ref: SceneRef, normalizer: Normalizer, tiling: Tiling, shape: tu
 
 def predicted_strips(model: nn.Module | SceneModel, scene: SceneInput, tiling: Tiling, batch_size: int,
                      device: str, fast: FastPaths, tile_fn=None, contract: Contract | None = None,  # noqa: ANN001
-                     probabilities: bool = False):  # noqa: ANN201
+                     probabilities: bool = False, flip: bool = False):  # noqa: ANN201
     """``(row0, row1, outputs)`` of each strip of ``scene``: ``outputs[0]`` the project class index per pixel,
-    then (with ``probabilities``, for a model that gives them) the probability of each project class."""
+    then (with ``probabilities``, for a model that gives them) the probability of each project class, then
+    (with ``flip``, torch models) whether the prediction of the flipped input agrees."""
     if not isinstance(model, nn.Module):
         yield from scene_model_strips(scene.read, scene.height, scene.width, tiling, model, contract or Contract(),
                                       scene.strips, probabilities=probabilities)
         return
-    run = class_batches(fast, fast.prepare(model, device), device, probabilities)
+    run = class_batches(fast, fast.prepare(model, device), device, probabilities, flip)
     yield from predict_strips(scene.read, scene.height, scene.width, tiling, run, batch_size, tile_fn,
                               scene.strips)
 
@@ -159,6 +160,7 @@ def evaluate(model: nn.Module | SceneModel, normalizer: Normalizer, test: Split,
     if isinstance(model, nn.Module):
         model.eval()
     adapter, fast, tiling = adapter or NoAdaptation(), fast or FastPaths(), Tiling(patch)
+    free = (True, label_free.consistency) if label_free else (False, False)  # probabilities, flip
     tile_fn = (lambda t: normalizer.transform(t)) if normalizer.level == "patch" else None
 
     def batches(scene: SceneInput):  # noqa: ANN202 - unlabelled inputs only
@@ -175,7 +177,7 @@ def evaluate(model: nn.Module | SceneModel, normalizer: Normalizer, test: Split,
     for scene in scene_inputs(test, normalizer, tiling, whole_pixels):
         if adapter.protocol == "per_scene":
             adapted = adapter.adapt(copy.deepcopy(model), batches(scene))
-        strips = predicted_strips(adapted, scene, tiling, batch_size, device, fast, tile_fn, contract, bool(label_free))
+        strips = predicted_strips(adapted, scene, tiling, batch_size, device, fast, tile_fn, contract, *free)
         pred, ref = group_maps(scene, strips, lut, test.labels, space, label_free and label_free.scene(scene.id))
         cm = confusion(ref, pred, k)
         total += cm
@@ -184,9 +186,7 @@ def evaluate(model: nn.Module | SceneModel, normalizer: Normalizer, test: Split,
         per_scene[scene.id] = {**scores(cm, space.names), "acquired": scene.meta.get("acquired")}
         preds[scene.id], refs[scene.id] = pred, ref
     metrics = {**scores(total, space.names), "label_space": space.to_dict(), "nan_rule": NAN_RULE,
-               "adapter": adapter.describe()}
-    if isinstance(model, nn.Module):
-        metrics["fast_paths"] = fast.describe()
+               "adapter": adapter.describe(), **({"fast_paths": fast.describe()} if isinstance(model, nn.Module) else {})}
     per_month = {m: scores(cm, space.names) for m, cm in sorted(months.items())}
     return Evaluation(metrics, per_scene, blocks, per_month, preds, refs,
                       label_free.record() if label_free else None)

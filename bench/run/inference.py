@@ -247,12 +247,16 @@ def class_probabilities(code_probs: np.ndarray, classes: np.ndarray) -> np.ndarr
 
 
 def class_batches(fast: FastPaths, fn: Callable[[torch.Tensor], torch.Tensor], device: str,
-                  probabilities: bool = False) -> Batch:
-    """A ``run_batch`` giving the class index (and, with ``probabilities``, the softmax of each class after it)."""
+                  probabilities: bool = False, flip: bool = False) -> Batch:
+    """A ``run_batch`` giving the class index (and, with ``probabilities``, the softmax of each class after it;
+    with ``flip``, last, 1 where the prediction of the input flipped left to right, flipped back, agrees)."""
     def run(x: torch.Tensor) -> np.ndarray:
         logits = fast.logits(fn, x, device)
         cls = logits.argmax(1, keepdim=True).float()
-        out = torch.cat([cls, logits.softmax(1)], 1) if probabilities else cls.to(torch.uint8)
+        parts = [cls, logits.softmax(1)] if probabilities else [cls]
+        if flip:  # one more pass: the consistency signal of bench.run.label_free
+            parts.append((fast.logits(fn, x.flip(-1), device).flip(-1).argmax(1, keepdim=True) == cls).float())
+        out = torch.cat(parts, 1) if len(parts) > 1 else cls.to(torch.uint8)
         return out.cpu().numpy()
 
     return run

@@ -46,14 +46,24 @@ class SceneSignals:
     predicted groups of one that does not."""
 
     signals: Signals
+    consistency: bool = False  # the outputs end in the flip-consistency channel
+    consistent: int = 0  # pixels whose prediction held under the flip
+    compared: int = 0
 
     def add(self, outputs: np.ndarray, predicted: np.ndarray, keep: np.ndarray) -> None:
-        """``outputs`` (1 or 1 + 4, h, W): class, then class probabilities; ``predicted`` (h, W) groups;
-        ``keep``: the pixels that count."""
+        """``outputs`` (1 or 1 + 4, h, W; one more with ``consistency``): class, then class probabilities,
+        then flip agreement; ``predicted`` (h, W) groups; ``keep``: the pixels that count."""
+        if self.consistency and len(outputs) in (2, 2 + N_CLASSES):
+            self.consistent += int(outputs[-1][keep].sum())
+            self.compared += int(keep.sum())
         if len(outputs) >= 1 + N_CLASSES:
             self.signals.add(outputs[1:1 + N_CLASSES][:, keep], predicted[keep])
         else:
             self.signals.add_classes(predicted[keep])
+
+    def flip_agreement(self) -> float | None:
+        """The fraction of pixels whose prediction held when the input was flipped (None: not measured)."""
+        return self.consistent / self.compared if self.compared else None
 
 
 @dataclass
@@ -62,13 +72,19 @@ class LabelFree:
 
     space: EvalSpace
     calibration: dict[str, Any] | None
+    consistency: bool = False  # one more pass with the input flipped (torch models)
     scenes: dict[str, SceneSignals] = field(default_factory=dict)
 
     def scene(self, scene_id: str) -> SceneSignals:
         """A fresh accumulator for the scene ``scene_id``."""
         self.scenes[scene_id] = SceneSignals(Signals(len(self.space.names), self.space.class_lut(),
-                                                     self.calibration))
+                                                     self.calibration), self.consistency)
         return self.scenes[scene_id]
+
+    def flip_agreement(self) -> float | None:
+        """The flip consistency over all scenes (None: not measured)."""
+        n = sum(s.compared for s in self.scenes.values())
+        return sum(s.consistent for s in self.scenes.values()) / n if n else None
 
     def total(self) -> Signals:
         """Every scene's signals added up."""
@@ -79,13 +95,13 @@ class LabelFree:
 
     def record(self) -> dict[str, Any]:
         """Signals and estimates over all scenes and per scene (JSON-ready)."""
-        return {"version": VERSION, **summary(self.total(), self.space),
-                "per_scene": {k: summary(s.signals, self.space) for k, s in self.scenes.items()}}
+        return {"version": VERSION, **summary(self.total(), self.space, self.flip_agreement()),
+                "per_scene": {k: summary(s.signals, self.space, s.flip_agreement()) for k, s in self.scenes.items()}}
 
 
-def summary(signals: Signals, space: EvalSpace) -> dict[str, Any]:
-    """``{"signals", "estimates"}`` of one accumulator."""
-    return {"signals": {**signals.signals(cloud_groups(space)), "consistency": None},
+def summary(signals: Signals, space: EvalSpace, consistency: float | None = None) -> dict[str, Any]:
+    """``{"signals", "estimates"}`` of one accumulator (``consistency``: its flip agreement, if measured)."""
+    return {"signals": {**signals.signals(cloud_groups(space)), "consistency": consistency},
             "estimates": signals.estimates(space.names)}
 
 
@@ -95,7 +111,9 @@ def pooled(evaluations: list[LabelFree]) -> dict[str, Any]:
     total = Signals(len(first.space.names), first.space.class_lut(), first.calibration)
     for ev in evaluations:
         total.merge(ev.total())
-    return {"version": VERSION, **summary(total, first.space)}
+    n = sum(s.compared for ev in evaluations for s in ev.scenes.values())
+    agree = sum(s.consistent for ev in evaluations for s in ev.scenes.values())
+    return {"version": VERSION, **summary(total, first.space, agree / n if n else None)}
 
 
 Strips = Callable[[Any], Any]  # scene -> (row0, row1, outputs) strips with probabilities

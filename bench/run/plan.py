@@ -68,6 +68,7 @@ class RunConfig:
     wandb: str = "offline"  # offline (default), online, or off; Lightning's CSV logs are always written
     figure: bool = True
     label_free: bool = True  # record the label-free signals and estimates (bench.run.label_free) beside the metrics
+    consistency: bool = False  # label-free: one more inference pass with the input flipped (flip consistency)
     progress: bool = True
     callbacks: list = field(default_factory=list)  # extra Lightning callbacks (not recorded)
     command: str | None = None  # the command line that asked for this run (the CLI sets it)
