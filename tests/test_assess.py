@@ -145,22 +145,28 @@ def scenes(tmp_path_factory, ukis):  # noqa: ANN201 - two GeoTIFFs cut from the 
 def test_bench_assess_prints_estimates_and_writes_the_schema(scenes, tmp_path, capsys):
     out = tmp_path / "assess.json"
     code = main(["assess", *map(str, scenes), "--bands", ",".join(UKIS_BANDS), "--model", "ukis_csmask_4b_l1c",
-                 "--model", "dl_l8s2_uv_4b", "--tile", "128", "--precision", "fp32", "--json", str(out), "--quiet"])
+                 "--model", "ukis_csmask_6b_l1c", "--model", "dl_l8s2_uv_4b", "--tile", "128", "--precision", "fp32",
+                 "--json", str(out), "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "recommended:" in printed and "ukis_csmask_4b_l1c/native" in printed
     report = json.loads(out.read_text())
-    assert report["scenes"] == ["a.tif", "b.tif"] and len(report["models"]) == 2
+    assert report["scenes"] == ["a.tif", "b.tif"] and len(report["models"]) == 3
     for m in report["models"]:
         assert {"name", "normalizer", "estimates", "signals", "verdict", "calibration"} <= set(m)
         for metric in ("accuracy", "miou"):
             e = m["estimates"][metric]
             assert set(e) == {"value", "low", "high", "method"} and e["low"] <= e["value"] <= e["high"]
         assert m["calibration"]["source"]["scenario"] == "samples_intra"
-        assert m["estimates"]["accuracy"]["method"] == "aol"  # two models calibrated on the same split
+    ukis4, ukis6, dl = report["models"]
+    assert list(dl["calibration"]["space"]) == ["cloud", "not_cloud"]  # it cannot tell shadow from clear
+    assert len(ukis4["calibration"]["space"]) == 3
+    # agreement on the line between the two calibrated on the same split in the same space, not the third
+    assert ukis4["estimates"]["accuracy"]["method"] == ukis6["estimates"]["accuracy"]["method"] == "aol"
+    assert dl["estimates"]["accuracy"]["method"] == "atc"
     matrix = report["agreement"]["matrix"]
     assert matrix[0][0] == 1.0 and matrix[0][1] == matrix[1][0] and 0 <= matrix[0][1] <= 1
-    assert report["recommended"] in (0, 1)
+    assert report["recommended"] in (0, 1, 2)
 
 
 def test_bench_assess_refuses_what_it_cannot_read(scenes, tmp_path, capsys):

@@ -130,6 +130,8 @@ def test_probit_line_recovers_a_line_and_predicts_ood_accuracy():
 def test_with_fewer_than_three_pairs_or_no_spread_the_slope_is_one():
     x = np.array([0.7, 0.9])
     assert probit_line(x, norm.cdf(norm.ppf(x) - 0.4)) == pytest.approx((1.0, -0.4))
+    close = np.array([0.60, 0.61, 0.62])  # pairs that barely differ: no slope is fitted to them
+    assert probit_line(close, norm.cdf(40 * norm.ppf(close) - 10))[0] == 1.0
     same = np.full(4, 0.8)
     y = np.array([0.6, 0.65, 0.7, 0.75])
     assert probit_line(same, y) == pytest.approx((1.0, np.mean(norm.ppf(y) - norm.ppf(same))))

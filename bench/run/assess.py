@@ -17,7 +17,7 @@ the line among models calibrated on the same split, and a verdict.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from bench.run.calibration import FreeOfLabels
 from bench.run.evaluate import SceneInput, predicted_strips
 from bench.run.inference import FastPaths, HeldRows, Tiling
 from bench.run.label_free import SceneSignals, cloud_groups, summary
-from bench.models.base import contract_of
+from bench.models.base import Contract, contract_of
 from bench.run.plan import Plan, RunConfig, plan, zero_shot_splits
 from bench.run.predict import Predictor, scene_reader
 from bench.run.training import train_or_load
@@ -66,8 +66,8 @@ class Row:
     @property
     def space(self) -> EvalSpace:
         """The label space it was calibrated in (cloud / not cloud without a calibration)."""
-        groups = (self.calibration or {}).get("space") or {"cloud": ["cloud"], "not_cloud": ["not_cloud"]}
-        return EvalSpace.parse(groups, "calibration space")
+        groups = (self.calibration or {}).get("space")
+        return EvalSpace.parse(groups, "calibration space") if groups else CLOUD_SPACE
 
 
 def scene_signals(row: Row, scene: SceneInput, tiling: Tiling, batch_size: int, device: str,
@@ -168,12 +168,13 @@ def agreement_matrix(rows: list[Row]) -> list[list[float | None]]:
 
 
 def aol_estimates(rows: list[Row]) -> list[float | None]:
-    """Agreement on the line among the rows calibrated on the same split (ID: their calibration maps)."""
+    """Agreement on the line among the rows calibrated on the same split in the same label space (ID:
+    their calibration maps)."""
     out: list[float | None] = [None] * len(rows)
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         if r.calibration and r.id_maps:
-            groups.setdefault(repr(sorted(r.calibration["source"].items())), []).append(i)
+            groups.setdefault(repr((sorted(r.calibration["source"].items()), r.space.names)), []).append(i)
     for members in groups.values():
         if len(members) < 2:
             continue
@@ -225,6 +226,7 @@ def recommended(models: list[dict[str, Any]]) -> int | None:
     return max(inside, key=lambda im: im[1]["estimates"]["miou"]["value"])[0] if inside else None
 
 
+CLOUD_SPACE = EvalSpace.parse({"cloud": ["cloud"], "not_cloud": ["not_cloud"]}, "cloud / not cloud")
 #: embedded scenarios whose validation split calibrates a pretrained model, the first that has its bands
 CALIBRATION_SCENARIOS = ("samples_intra", "samples_temporal")
 
@@ -235,10 +237,19 @@ def calibration_plan(model: str, scenario: str | None, bands: tuple[str, ...]) -
     names = [scenario] if scenario else list(CALIBRATION_SCENARIOS)
     for name in names:
         if "val" in zero_shot_splits(bands, load_scenario(name)):
-            return plan(RunConfig(model=model, scenario=name, out=str(CACHE / "assess"), figure=False,
-                                  leaderboards=False, wandb="off", progress=False))
+            p = plan(RunConfig(model=model, scenario=name, out=str(CACHE / "assess"), figure=False,
+                               leaderboards=False, wandb="off", progress=False))
+            # a model that cannot predict every class of the scenario's space is scored in the one it can
+            return replace(p, space=CLOUD_SPACE) if coarser_than(p.contract, p.space) else p
     raise ConfigError(f"model {model!r} needs bands {', '.join(bands)}: no validation split of "
                       f"{', '.join(names)} has them to calibrate on; pass --calibrate-on SCENARIO")
+
+
+def coarser_than(contract: Contract, space: EvalSpace) -> bool:
+    """Whether one of the model's outputs stands for classes of several groups of ``space`` (``not_cloud``
+    in a space that tells clear from shadow): such a model is calibrated cloud against not cloud."""
+    lut = space.class_lut()
+    return any(len({int(lut[c]) for c in classes}) > 1 for classes in contract.outputs.codes.values())
 
 
 def row_of(p: Plan, device: str, fast: FastPaths) -> Row:
