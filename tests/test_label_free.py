@@ -250,3 +250,22 @@ def test_spearman_needs_three_varying_pairs():
     assert spearman([1, 2], [1, 2]) is None
     assert spearman([1, 2, 3], [5, 5, 5]) is None
     assert spearman([1, 2, None, 3], [1, 2, 3, None]) is None  # two finite pairs left
+
+
+def test_a_group_the_model_never_predicts_counts_as_iou_zero_where_calibration_had_it():
+    lut = np.array([0, 1, 1, 2])  # clear, cloud, cloud_shadow
+    probs = np.array([[0.9, 0.2], [0.1, 0.8], [0.0, 0.0], [0.0, 0.0]])  # a cloud mask: no shadow, ever
+    names = ["clear", "cloud", "cloud_shadow"]
+    cal = {"temperature": 1.0, "atc_threshold": 0.5, "accuracy": 0.9, "miou": 0.6, "confidence": 0.9,
+           "iou": {"clear": 0.9, "cloud": 0.9, "cloud_shadow": 0.0}}
+    blind, aware = Signals(3, lut, cal), Signals(3, lut, cal, never=(2,))
+    for s in (blind, aware):
+        s.add(probs)
+    two = blind.estimates(names)["miou"]["calibrated"]  # shadow left out: the mean of two groups
+    assert aware.estimates(names)["miou"]["calibrated"] == pytest.approx(two * 2 / 3)
+    assert aware.estimates(names)["iou"]["calibrated"]["cloud_shadow"] == 0.0
+    cal["iou"]["cloud_shadow"] = None  # the calibration reference had no shadow: nothing to count
+    absent = Signals(3, lut, cal, never=(2,))
+    absent.add(probs)
+    assert absent.estimates(names)["iou"]["calibrated"]["cloud_shadow"] is None
+    assert absent.estimates(names)["miou"]["calibrated"] == pytest.approx(two)

@@ -140,11 +140,14 @@ def _columns(g: np.ndarray, predicted: np.ndarray, groups: int) -> np.ndarray:
     return np.stack([np.bincount(predicted, weights=row, minlength=groups) for row in g])
 
 
-def _confusion_scores(cm: np.ndarray) -> tuple[float | None, list[float | None], float | None]:
-    """Accuracy, per-group IoU and mean IoU of a float confusion; None where undefined."""
+def _confusion_scores(cm: np.ndarray, zero: list[int] | tuple = ()) -> tuple[float | None, list[float | None],
+                                                                           float | None]:
+    """Accuracy, per-group IoU and mean IoU of a float confusion; None where undefined; groups in ``zero``
+    count with IoU 0."""
     tp, total = np.diag(cm), cm.sum()
     union = cm.sum(axis=0) + cm.sum(axis=1) - tp
     iou = np.divide(tp, union, out=np.full_like(tp, np.nan), where=union > 0)
+    iou[list(zero)] = 0.0
     present = ~np.isnan(iou)
     return (float(tp.sum() / total) if total > 0 else None, [None if np.isnan(v) else float(v) for v in iou],
             float(iou[present].mean()) if present.any() else None)
@@ -154,8 +157,10 @@ class Signals:
     """Accumulates label-free signals on unlabelled pixels, calibrated by a :meth:`Calibrator.result`
     dict (None: no calibration, and the atc, doc and calibrated estimates are None)."""
 
-    def __init__(self, groups: int, lut: np.ndarray, calibration: dict | None = None) -> None:
+    def __init__(self, groups: int, lut: np.ndarray, calibration: dict | None = None,
+                 never: tuple[int, ...] = ()) -> None:
         self.groups, self.lut, self.calibration = groups, np.asarray(lut), calibration
+        self.never = tuple(never)  # groups no output of the model stands for (shadow, for a cloud mask)
         self.pixels = 0  # every pixel added, with or without probabilities
         self.scored = 0  # the pixels that came with probabilities
         self.confidence = self.entropy = 0.0  # sums of max group probability and entropy (nats), T = 1
@@ -216,8 +221,11 @@ class Signals:
         if len(names) != self.groups:
             raise ValueError(f"{len(names)} names for {self.groups} groups")
         cal, conf = self.calibration or {}, self._mean(self.confidence)
-        _, _, raw_miou = _confusion_scores(self.raw)
-        acc, iou, miou = _confusion_scores(self.calibrated)
+        # a group the model never predicts has no estimated pixel, yet where the calibration reference had it
+        # the reference here likely has it too: its IoU is 0, not left out (else a cloud-only mask scores high)
+        zero = [g for g in self.never if (cal.get("iou") or {}).get(names[g]) is not None]
+        _, _, raw_miou = _confusion_scores(self.raw, zero)
+        acc, iou, miou = _confusion_scores(self.calibrated, zero)
         if not self.calibration or not self.scored:
             acc, iou, miou = None, [None] * self.groups, None
 

@@ -37,7 +37,7 @@ from bench.data.splits import load_split
 from bench.run.calibration import FreeOfLabels
 from bench.run.evaluate import SceneInput, predicted_strips
 from bench.run.inference import FastPaths, HeldRows, Tiling
-from bench.run.label_free import SceneSignals, cloud_groups, summary
+from bench.run.label_free import SceneSignals, cloud_groups, never_predicted, summary
 from bench.models.base import Contract, contract_of
 from bench.run.plan import Plan, RunConfig, plan, zero_shot_splits
 from bench.run.predict import Predictor, scene_reader
@@ -84,7 +84,8 @@ def scene_signals(row: Row, scene: SceneInput, tiling: Tiling, batch_size: int, 
 
     tapped = SceneInput(scene.id, scene.height, scene.width, reading, None, scene.meta, scene.strips)
     tile_fn = (lambda t: norm.transform(t)) if norm.level == "patch" else None
-    acc = SceneSignals(Signals(len(row.space.names), lut, row.calibration))
+    never = never_predicted(row.space, row.predictor.contract)
+    acc = SceneSignals(Signals(len(row.space.names), lut, row.calibration, never))
     pred = np.full((scene.height, scene.width), 255, dtype=np.uint8)
     for r0, r1, out in predicted_strips(row.predictor.module, tapped, tiling, batch_size, device, fast, tile_fn,
                                         row.predictor.contract, probabilities=True):
@@ -96,7 +97,8 @@ def scene_signals(row: Row, scene: SceneInput, tiling: Tiling, batch_size: int, 
 
 def row_record(row: Row, aol: float | None) -> dict[str, Any]:
     """The row's estimates, signals and verdict in the documented schema."""
-    total = Signals(len(row.space.names), row.space.class_lut(), row.calibration)
+    total = Signals(len(row.space.names), row.space.class_lut(), row.calibration,
+                    never_predicted(row.space, row.predictor.contract))
     for s in row.signals.values():
         total.merge(s.signals)
     rec = summary(total, row.space)

@@ -20,7 +20,8 @@ from bench.data.sanity import band_stats, normalized, shift_of
 from bench.data.splits import Split
 from bench.run.evaluate import Evaluation, predicted_strips, scene_inputs
 from bench.run.inference import FastPaths, Tiling
-from bench.run.label_free import VERSION, LabelFree, calibrate, load_predictions, pooled, save_predictions
+from bench.run.label_free import (VERSION, LabelFree, calibrate, load_predictions, never_predicted, pooled,
+                                  save_predictions)
 from bench.run.plan import Plan, data_identity
 from bench.run.training import Trained
 
@@ -80,7 +81,8 @@ class FreeOfLabels:
 
     def evaluation(self) -> LabelFree:
         """Fresh accumulators for the next evaluation."""
-        self.evaluations.append(LabelFree(self.p.space, self.calibration, self.p.cfg.consistency))
+        self.evaluations.append(LabelFree(self.p.space, self.calibration, self.p.cfg.consistency,
+                                          never_predicted(self.p.space, self.p.contract)))
         return self.evaluations[-1]
 
     def add(self, ev: Evaluation, split: Split, severity: int | None) -> None:

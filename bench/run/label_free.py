@@ -28,10 +28,21 @@ import numpy as np
 from bench.core.label_free import Calibrator, Signals
 from bench.core.labels import IGNORE, N_CLASSES, EvalSpace
 from bench.core.results import atomic
+from bench.models.base import Contract
 from bench.data.splits import reference_groups
 
-VERSION = 1
+VERSION = 2  # 2: calibration in eval mode, groups never predicted count as IoU 0
 CLOUD_CLASSES = (1, 2)  # thick and thin cloud: what the predicted cloud fraction counts
+
+
+def never_predicted(space: EvalSpace, contract: Contract | None) -> tuple[int, ...]:
+    """The groups of ``space`` that no output of a model with ``contract`` stands for (none for a model
+    trained here, which predicts all four classes)."""
+    if contract is None or not contract.pretrained:
+        return ()
+    lut, classes = space.class_lut(), contract.class_of_code()[:len(contract.output_names)]
+    predicted = {int(lut[c]) for c in classes if c < N_CLASSES}
+    return tuple(g for g in range(len(space.names)) if g not in predicted)
 
 
 def cloud_groups(space: EvalSpace) -> list[int]:
@@ -73,12 +84,16 @@ class LabelFree:
     space: EvalSpace
     calibration: dict[str, Any] | None
     consistency: bool = False  # one more pass with the input flipped (torch models)
+    never: tuple[int, ...] = ()  # groups the model cannot predict (:func:`never_predicted`)
     scenes: dict[str, SceneSignals] = field(default_factory=dict)
+
+    def signals(self) -> Signals:
+        """An empty accumulator of this evaluation's groups and calibration."""
+        return Signals(len(self.space.names), self.space.class_lut(), self.calibration, self.never)
 
     def scene(self, scene_id: str) -> SceneSignals:
         """A fresh accumulator for the scene ``scene_id``."""
-        self.scenes[scene_id] = SceneSignals(Signals(len(self.space.names), self.space.class_lut(),
-                                                     self.calibration), self.consistency)
+        self.scenes[scene_id] = SceneSignals(self.signals(), self.consistency)
         return self.scenes[scene_id]
 
     def flip_agreement(self) -> float | None:
@@ -88,7 +103,7 @@ class LabelFree:
 
     def total(self) -> Signals:
         """Every scene's signals added up."""
-        total = Signals(len(self.space.names), self.space.class_lut(), self.calibration)
+        total = self.signals()
         for s in self.scenes.values():
             total.merge(s.signals)
         return total
@@ -108,7 +123,7 @@ def summary(signals: Signals, space: EvalSpace, consistency: float | None = None
 def pooled(evaluations: list[LabelFree]) -> dict[str, Any]:
     """The record of several evaluations' pixels together (a shift's severities)."""
     first = evaluations[0]
-    total = Signals(len(first.space.names), first.space.class_lut(), first.calibration)
+    total = first.signals()
     for ev in evaluations:
         total.merge(ev.total())
     n = sum(s.compared for ev in evaluations for s in ev.scenes.values())
