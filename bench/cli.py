@@ -168,12 +168,14 @@ def _add_boards(sub: argparse._SubParsersAction) -> None:
     rp.add_argument("--runs", default="runs", help="folder of results (default: runs)")
     rp.add_argument("--out", "--dest", dest="out", help="site folder (default: <runs>/report; the committed site "
                     "is leaderboards/html)")
-    rp.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
+    rp.add_argument("--scenario", action="append", help="only this scenario (repeatable); label_free: only the "
+                    "label-free page")
     lb = sub.add_parser("leaderboard", help="regenerate <scenario>.md and .csv boards from stored results")
     lb.add_argument("--runs", default="runs", help="folder of results (default: runs)")
     lb.add_argument("--out", "--dest", dest="out", help="folder of the boards (default: <runs>/leaderboards; the "
                     "committed boards are leaderboards/)")
-    lb.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
+    lb.add_argument("--scenario", action="append", help="only this scenario (repeatable; the label-free board "
+                    "is written from every result; label_free: only it)")
     for p in (rp, lb):
         p.add_argument("--merge-recipes", action="store_true", help="pool runs with different training settings "
                        "(steps, patch size, lr, weights, ...) into one row; the board says so")

@@ -288,6 +288,11 @@ def test_the_board_and_the_html_page(tmp_path):
     assert not re.search(r'(src|href)="?(https?:|//)', page)  # opens from disk, nothing fetched
     assert page.count("<table class=board>") == 2 * 2  # per metric: run level and where it fails (no scene level)
 
+    alone = tmp_path / "alone"
+    assert [p.name for p in write_report(tmp_path, alone, ["label_free"])] == ["label_free.html"]
+    assert not (alone / "index.html").exists()  # the scenario pages and the index are left as they are
+    assert [p.name for p in write_leaderboards(tmp_path, alone, ["label_free"])] == ["label_free.md", "label_free.csv"]
+
 
 def test_a_damaged_predictions_file_warns_and_leaves_only_aol_out(tmp_path):
     val, test = pair_maps(900, 1000), pair_maps(700, 1000)

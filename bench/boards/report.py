@@ -129,6 +129,10 @@ def index_row(name: str, rs: list[dict[str, Any]], df: pd.DataFrame) -> dict[str
         _cell(row_name(tuple(best[KEYS])), text=True), _cell(f"{best['mIoU']:.3f}", best["mIoU"])]}
 
 
+#: ``--scenario label_free`` writes the label-free board or page alone
+LABEL_FREE = "label_free"
+
+
 def write_report(runs: str | Path = "runs", dest: str | Path | None = None,
                  scenarios: list[str] | None = None, command: str | None = None,
                  merge_recipes: bool = False) -> list[Path]:
@@ -139,6 +143,9 @@ def write_report(runs: str | Path = "runs", dest: str | Path | None = None,
     by_scenario = scenario_results(runs, merge_recipes)
     every = [r for rs in by_scenario.values() for r in rs]
     chosen = {n: rs for n, rs in by_scenario.items() if not scenarios or n in scenarios}
+    if scenarios == [LABEL_FREE]:  # that page alone: the scenario pages and the index are left as they are
+        page = write_label_free_page(every, dest, command)
+        return [page] if page else []
     written, index = [], []
     for name, rs in chosen.items():
         warn_if_shrinks(dest / f"{name}.html", PAGE_COUNT, len(rs), "results")
