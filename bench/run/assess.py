@@ -8,10 +8,23 @@ predict`` reads them (GeoTIFF or L1C ``.SAFE``, strip by strip) and pass through
 as evaluation, with the signals of :mod:`bench.run.label_free` accumulated over their valid pixels. No
 reference is read, even for a scenario's test split.
 
-Each row (model x normalizer) gets estimated accuracy and mIoU (``value`` from the method that did best on
-the committed label-free board, ``low`` / ``high`` the range of every estimator's figure), the signals,
-the agreement with the other models (cloud against not cloud, the space they all share) and agreement on
-the line among models calibrated on the same split, and a verdict.
+Each row (model x normalizer) gets estimated accuracy and mIoU (``value`` from the first method of
+:data:`PREFERRED` that has a figure, ``low`` / ``high`` the range of every estimator's figure), the
+signals, the agreement with the other models (cloud against not cloud, the space they all share) and
+agreement on the line among models calibrated on the same split in the same space, and a verdict.
+
+The report (``bench assess --json``; a shift scenario gives ``{"schema", "severities": [report, ...]}``)::
+
+    {"schema": 1, "severity": null | k, "scenes": [scene id, ...],
+     "models": [{"name", "normalizer", "source": {...}, "calibration": {source, space, temperature, ...},
+                 "estimates": {"accuracy": {"value", "low", "high", "method"}, "miou": {...},
+                               "by_method": {"accuracy": {method: v}, "miou": {method: v}, "iou": {...}}},
+                 "signals": {pixels, confidence, entropy, atc_fraction, cloud_fraction, consistency,
+                             input_shift: {bands, outside, distance, flagged}},
+                 "verdict": "holds | degraded | outside | unknown: why",
+                 "per_scene": {scene: {"signals", "estimates"}}}, ...],
+     "agreement": {"space": "cloud / not_cloud", "matrix": [[rate, ...], ...]},
+     "recommended": index into models | null}
 """
 
 from __future__ import annotations
@@ -46,8 +59,9 @@ from bench.run.training import train_or_load
 SCHEMA = 1
 #: an estimated drop from the in-distribution figure below this is "holds"
 HOLDS_BELOW = 0.05
-#: the estimate each metric reports first, and the order the others back it up in
-PREFERRED = {"accuracy": ("aol", "atc", "calibrated", "doc", "confidence"),
+#: the estimate each metric reports first, and the order the others back it up in: the order of their mean
+#: absolute error over every labelled evaluation of the committed board (leaderboards/label_free.md)
+PREFERRED = {"accuracy": ("doc", "aol", "atc", "calibrated", "confidence"),
              "miou": ("calibrated", "doc", "confidence")}
 
 
