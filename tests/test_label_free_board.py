@@ -304,3 +304,12 @@ def test_a_damaged_predictions_file_warns_and_leaves_only_aol_out(tmp_path):
         rows = label_free_rows(stored(tmp_path, *results))
     assert rows[rows["estimator"] == "aol"]["estimate"].isna().all()
     assert rows[rows["estimator"] == "calibrated"]["estimate"].notna().all()
+
+
+def test_the_header_names_the_commands_and_commits_that_made_the_results():
+    from bench.boards.label_free import made_by
+
+    results = [{"command": "bench sweep --seeds 3", "git": {"commit": "a" * 40, "dirty": False}}] * 2
+    results += [{"command": "bench run", "git": {"commit": "b" * 40, "dirty": True}}]
+    assert made_by(results) == [{"command": "bench sweep --seeds 3", "results": 2, "commits": "a" * 10},
+                                {"command": "bench run", "results": 1, "commits": "b" * 10 + " (dirty)"}]

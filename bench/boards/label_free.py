@@ -377,7 +377,8 @@ class Board:
                 "models": len({r["config"]["model"] for r in self.results}),
                 "families": {f: int((runs["family"] == f).sum()) for f in FAMILIES if (runs["family"] == f).any()},
                 "estimators": [(name, ESTIMATORS.get(name, "")) for name in
-                               sorted(set(self.rows.dropna(subset=["estimate"])["estimator"]))]}
+                               sorted(set(self.rows.dropna(subset=["estimate"])["estimator"]))],
+                "made_by": made_by(self.results)}
 
     def sections(self) -> list[dict[str, Any]]:
         """Per metric: its shown name, run-level and scene-level summaries, best estimator, worst conditions."""
@@ -388,6 +389,19 @@ class Board:
                         "scene": self.scene[self.scene["metric"] == metric], "best": best, "worst": worst,
                         "failures": len(worst), "scenes": int(self.scene["metric"].eq(metric).sum())})
         return out
+
+
+def made_by(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The commands that made the results (a sweep's, or a run's), with how many each and their commits."""
+    found: dict[str, dict[str, Any]] = {}
+    for r in results:
+        entry = found.setdefault(r.get("command") or "?", {"command": r.get("command") or "?", "results": 0,
+                                                           "commits": set()})
+        entry["results"] += 1
+        git = r.get("git") or {}
+        entry["commits"].add(f"{str(git.get('commit', '?'))[:10]}{' (dirty)' if git.get('dirty') else ''}")
+    return [{**e, "commits": ", ".join(sorted(e["commits"]))} for e in
+            sorted(found.values(), key=lambda e: -e["results"])]
 
 
 def write_label_free_board(results: list[dict[str, Any]], dest: Path, command: str | None = None) -> Path | None:
