@@ -18,7 +18,7 @@ from bench.run.label_free import LabelFree, load_predictions
 from conftest import UKIS_BANDS, write_tif
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = {"max_steps": 2, "epochs": 1, "batch_size": 4, "samples_per_epoch": 8}
+TINY = {"max_steps": 2, "epochs": 1, "batch_size": 4, "samples_per_epoch": 8, "precision": "fp32"}  # one precision on every CPU
 
 
 @pytest.fixture(scope="module")
