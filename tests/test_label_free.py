@@ -269,3 +269,17 @@ def test_a_group_the_model_never_predicts_counts_as_iou_zero_where_calibration_h
     absent.add(probs)
     assert absent.estimates(names)["iou"]["calibrated"]["cloud_shadow"] is None
     assert absent.estimates(names)["miou"]["calibrated"] == pytest.approx(two)
+
+
+def test_a_model_of_classes_only_is_calibrated_on_its_accuracy_alone():
+    ref = np.array([0, 0, 1, 1, 1, IGNORE])
+    cal = Calibrator(2, np.array([0, 1, 1, 0]))
+    cal.add_classes(ref, np.array([0, 1, 1, 1, 0, 0]))
+    result = cal.result(["not_cloud", "cloud"])
+    assert result["accuracy"] == pytest.approx(3 / 5) and result["pixels"] == 5
+    assert result["temperature"] is result["atc_threshold"] is result["confidence"] is None
+    s = Signals(2, np.array([0, 1, 1, 0]), result)
+    s.add_classes(np.array([0, 1, 1]))
+    est = s.estimates(["not_cloud", "cloud"])
+    assert est["accuracy"]["no_drop"] == pytest.approx(3 / 5)  # what agreement on the line starts from
+    assert est["accuracy"]["atc"] is est["accuracy"]["doc"] is est["miou"]["calibrated"] is None

@@ -98,7 +98,8 @@ class Calibrator:
         self.hist = np.zeros(BINS, dtype=np.int64)  # max group probability at T = 1
         self.confusion = np.zeros((groups, groups), dtype=np.int64)  # rows reference, columns predicted
         self.confidence = 0.0
-        self.pixels = 0
+        self.pixels = 0  # labelled pixels added
+        self.scored = 0  # ... of them with probabilities
 
     def add(self, probs: np.ndarray, reference: np.ndarray, predicted: np.ndarray | None = None) -> None:
         """Add ``probs`` (K, P) class probabilities against ``reference`` (P,) groups (IGNORE is skipped);
@@ -120,19 +121,30 @@ class Calibrator:
         self.confusion += confusion(ref, g.argmax(axis=0) if pred is None else pred, self.groups)
         self.confidence += float(top.sum())
         self.pixels += ref.size
+        self.scored += ref.size
+
+    def add_classes(self, reference: np.ndarray, predicted: np.ndarray) -> None:
+        """Add the predicted groups of a model that gives only classes (Hollstein's rules): its accuracy and
+        mIoU, what agreement on the line starts from, without temperature or threshold."""
+        ref, pred = np.asarray(reference).ravel(), _checked_groups(predicted, self.groups)
+        keep = ref != IGNORE
+        self.confusion += confusion(ref[keep], pred[keep], self.groups)
+        self.pixels += int(keep.sum())
 
     def result(self, names: list[str]) -> dict:
         """JSON-ready calibration: temperature, atc_threshold, accuracy, miou, iou, confidence, pixels.
 
         ``atc_threshold`` is the t whose fraction of validation pixels with max group probability > t
-        equals the validation accuracy. Raises ValueError when no labelled pixel was added."""
+        equals the validation accuracy; it, the temperature and the confidence are None where no pixel
+        came with probabilities. Raises ValueError when no labelled pixel was added."""
         if self.pixels == 0:
             raise ValueError("no labelled pixel was added: there is nothing to calibrate on")
         s = scores(self.confusion, names)
-        return {"temperature": float(TEMPERATURES[int(np.argmin(self.nll))]),
-                "atc_threshold": _atc_threshold(self.hist, int(np.trace(self.confusion))),
+        probs = self.scored == self.pixels
+        return {"temperature": float(TEMPERATURES[int(np.argmin(self.nll))]) if probs else None,
+                "atc_threshold": _atc_threshold(self.hist, int(np.trace(self.confusion))) if probs else None,
                 "accuracy": s["accuracy"], "miou": s["miou"], "iou": s["iou"],
-                "confidence": self.confidence / self.pixels, "pixels": self.pixels}
+                "confidence": self.confidence / self.pixels if probs else None, "pixels": self.pixels}
 
 
 def _columns(g: np.ndarray, predicted: np.ndarray, groups: int) -> np.ndarray:
@@ -182,7 +194,7 @@ class Signals:
         self.confidence += float(top.sum())
         self.entropy -= float((g * np.log(g, out=np.zeros_like(g), where=g > 0)).sum())
         self.raw += _columns(g, pred, self.groups)
-        if self.calibration is not None:
+        if self.calibration is not None and self.calibration.get("temperature") is not None:
             self.above += int((top > self.calibration["atc_threshold"]).sum())
             calibrated = fold(tempered(probs, self.calibration["temperature"]), self.lut, self.groups)
             self.calibrated += _columns(calibrated, pred, self.groups)
@@ -212,7 +224,7 @@ class Signals:
         cloud = int(self.predicted[list(cloud_groups)].sum())
         return {"pixels": self.pixels, "confidence": self._mean(self.confidence),
                 "entropy": self._mean(self.entropy),
-                "atc_fraction": self._mean(self.above) if self.calibration is not None else None,
+                "atc_fraction": self._mean(self.above) if (self.calibration or {}).get("atc_threshold") is not None else None,
                 "cloud_fraction": cloud / self.pixels if self.pixels else None}
 
     def estimates(self, names: list[str]) -> dict:
@@ -230,7 +242,7 @@ class Signals:
             acc, iou, miou = None, [None] * self.groups, None
 
         def doc(score: float | None) -> float | None:  # Guillory et al., ICCV 2021
-            if score is None or conf is None or not cal:
+            if score is None or conf is None or cal.get("confidence") is None:
                 return None
             return float(np.clip(score - (cal["confidence"] - conf), 0.0, 1.0))
 

@@ -149,9 +149,11 @@ def calibrate(scenes, strips: Strips, space: EvalSpace, labels) -> tuple[dict[st
             keep = ref != IGNORE
             if len(out) >= 1 + N_CLASSES:
                 cal.add(out[1:1 + N_CLASSES][:, keep], ref[keep], p[keep])
+            else:
+                cal.add_classes(ref[keep], p[keep])
         predictions[scene.id] = pred
     if not cal.pixels:
-        raise ValueError("the calibration split has no labelled pixel the model gives probabilities for")
+        raise ValueError("the calibration split has no labelled pixel")
     return cal.result(space.names), predictions
 
 
