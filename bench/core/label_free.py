@@ -43,9 +43,14 @@ def fold(probs: np.ndarray, lut: np.ndarray, groups: int) -> np.ndarray:
 
 
 def tempered(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """(K, P) probabilities after temperature scaling, softmax(log(p) / T); p = 0 stays 0, T = 1 keeps p."""
-    p = np.asarray(probs, dtype=np.float64)
-    return _softmax(np.log(p, out=np.full_like(p, -np.inf), where=p > 0) / temperature)
+    """(K, P) probabilities after temperature scaling, softmax(log(p) / T); p = 0 stays 0, T = 1 keeps p.
+
+    Computed as p ** (1 / T), renormalized: the same softmax without a log and an exp per value (a
+    pixel's largest probability is at least 1 / K, so nothing that counts underflows)."""
+    p = np.asarray(probs)
+    p = p if p.dtype in (np.float32, np.float64) else p.astype(np.float64)
+    q = p ** (1.0 / temperature)
+    return q / q.sum(axis=0)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
