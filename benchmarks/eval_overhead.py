@@ -13,17 +13,14 @@ import argparse
 import time
 import warnings
 
-import numpy as np
 import torch
 
-from common import alternate, report
+from common import alternate, mirrored_split, report
 
-from bench.data.splits import Split, load_split, pad_to, tile_grid
+from bench.data.splits import pad_to, tile_grid
 from bench.run.loaders import model_input
-from bench.data.datasets import SceneData
 from bench.run.evaluate import evaluate
 from bench.core.registry import get_registry
-from bench.data.scenarios import load_scenario
 
 warnings.filterwarnings("ignore")
 
@@ -35,14 +32,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     torch.set_grad_enabled(False)
-    src = load_split(load_scenario("samples_intra"), "train")
-    full = load_split(load_scenario("samples_intra"), "test")
-    ukis = src.scenes[0]  # 512 x 384 -> mirror into 1024 x 768
-    image = np.concatenate([np.concatenate([ukis.image, ukis.image[:, :, ::-1]], 2)] * 2, 1)
-    codes = np.concatenate([np.concatenate([ukis.codes, ukis.codes[:, ::-1]], 1)] * 2, 0)
-    scene = SceneData("mirrored", image, codes, np.ones(codes.shape, bool), {})
-    test = Split.of("test", [scene], full.labels, full.reference)
-    space = full.labels.finest_space()
+    src, test = mirrored_split()  # the ukis patch's 512 x 384 training window mirrored into 1024 x 768
+    image = test.scenes[0].image
+    space = test.labels.finest_space()
     norm = get_registry().get("norm", "percentile").build().fit(src.samples())
     model = get_registry().get("model", "unet_mnv2").build(in_channels=6).module.eval()
     tiles = tile_grid(*image.shape[1:], args.patch)

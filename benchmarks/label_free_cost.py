@@ -14,31 +14,17 @@ import argparse
 import time
 import warnings
 
-import numpy as np
 import torch
 
-from common import alternate, report
+from common import alternate, mirrored_split, report
 
 from bench.core.registry import get_registry
-from bench.data.datasets import SceneData
-from bench.data.scenarios import load_scenario
-from bench.data.splits import Split, load_split, tile_grid
+from bench.data.splits import tile_grid
 from bench.run.evaluate import evaluate, predicted_strips, scene_inputs
 from bench.run.inference import FastPaths, Tiling
 from bench.run.label_free import LabelFree, calibrate
 
 warnings.filterwarnings("ignore")
-
-
-def mirrored_split() -> tuple[Split, Split]:
-    """The training split, and a test split of one 1024 x 768 scene mirrored from it."""
-    src = load_split(load_scenario("samples_intra"), "train")
-    full = load_split(load_scenario("samples_intra"), "test")
-    ukis = src.scenes[0]
-    image = np.concatenate([np.concatenate([ukis.image, ukis.image[:, :, ::-1]], 2)] * 2, 1)
-    codes = np.concatenate([np.concatenate([ukis.codes, ukis.codes[:, ::-1]], 1)] * 2, 0)
-    scene = SceneData("mirrored", image, codes, np.ones(codes.shape, bool), {})
-    return src, Split.of("test", [scene], full.labels, full.reference)
 
 
 def main() -> None:

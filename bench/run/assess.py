@@ -174,13 +174,7 @@ def cloud_maps(row: Row) -> Iterator[tuple[str, np.ndarray]]:
 def agreement_matrix(rows: list[Row]) -> list[list[float | None]]:
     """Pixel agreement (cloud / not cloud) of every pair of rows over the assessed scenes."""
     maps = [dict(cloud_maps(r)) for r in rows]
-    out = [[None] * len(rows) for _ in rows]
-    for i, a in enumerate(maps):
-        for j, b in enumerate(maps):
-            agree = [pixel_agreement(a[k], b[k]) for k in a if k in b]
-            n = sum(c for _, c in agree)
-            out[i][j] = sum(x for x, _ in agree) / n if n else None
-    return out
+    return [[agreement_rate(a, b) for b in maps] for a in maps]
 
 
 def aol_estimates(rows: list[Row]) -> list[float | None]:
