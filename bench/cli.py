@@ -47,6 +47,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     h.add_argument("--compile", action="store_true", help="torch.compile the model for evaluation")
     p.add_argument("--wandb", default="offline", help="offline (default; `wandb sync` later), online, or off")
     p.add_argument("--no-figure", action="store_true", help="do not draw the per-run figure")
+    p.add_argument("--reevaluate", action="store_true", help="evaluate again, with the model it already has, a "
+                   "result written by an older cloudbench (without the field's scores); others are kept")
     p.add_argument("--consistency", action="store_true", help="label-free: also measure how often a prediction "
                    "holds with the input flipped (one more inference pass)")
 
@@ -60,7 +62,7 @@ def _run_config(args: argparse.Namespace, argv: Sequence[str], **extra: Any) -> 
                      num_nodes=args.num_nodes, num_workers=args.num_workers, wandb=args.wandb,
                      channels_last=not args.no_channels_last, compile=args.compile,
                      figure=not args.no_figure, finetune=args.finetune, command=shlex.join(["bench", *argv]),
-                     consistency=args.consistency,
+                     consistency=args.consistency, reevaluate=args.reevaluate,
                      **extra)
 
 

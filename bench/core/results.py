@@ -39,6 +39,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+#: version of the result document: 2 added the field's scores (PA, UA, F1, BOA), boundary tolerance,
+#: cloud cover and probability calibration to the metrics
+RESULT_FORMAT = 2
 PACKAGES = ("cloudbench", "torch", "torchvision", "segmentation-models-pytorch", "pytorch-lightning", "timm",
             "numpy", "rasterio", "pandas")
 

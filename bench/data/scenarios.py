@@ -41,6 +41,7 @@ from bench.data.datasets import Dataset, load_dataset
 from bench.data.datasets.base import check_bands
 from bench.core.errors import ConfigError, DataError, did_you_mean
 from bench.core.labels import EvalSpace
+from bench.core.metrics import BOUNDARY_PX
 from bench.core.registry import Registry, get_registry, register
 
 SPLITS = ("train", "val", "test")
@@ -132,6 +133,7 @@ class Scenario:
     evaluation: EvalSpace | None = None
     origin: str = ""
     shift: Mapping[str, Any] | None = None  # {"type": shift name, "severities": [0, ..., 5]}
+    boundary_px: tuple[int, ...] = BOUNDARY_PX  # boundary tolerances of the scores (bench.core.metrics)
 
     def dataset(self, split: str, registry: Registry | None = None) -> Dataset:
         """The dataset of ``split`` (a relative TOML path is relative to the scenario file)."""
@@ -156,22 +158,33 @@ class Scenario:
         return {"name": self.name, "version": self.version, "bands": list(self.bands),
                 "sources": {k: v.to_dict() for k, v in self.sources.items()}, "recipe": dict(self.recipe),
                 "evaluation": self.evaluation.to_dict() if self.evaluation else None, "origin": self.origin,
-                "shift": dict(self.shift) if self.shift else None}
+                "shift": dict(self.shift) if self.shift else None, "boundary_px": list(self.boundary_px)}
 
 
 @register("scenario", "scenario")
 def scenario(*, name: str, version: int, bands: list[str], train: dict[str, Any], val: dict[str, Any],
              test: dict[str, Any], description: str = "", recipe: dict[str, Any] | None = None,
              evaluation: dict[str, list[str]] | None = None, shift: dict[str, Any] | None = None,
-             origin: str = "") -> Scenario:
-    """A scenario file: train / val / test sources, bands and evaluation label space."""
+             boundary_px: list[int] | None = None, origin: str = "") -> Scenario:
+    """A scenario file: train / val / test sources, bands, evaluation label space and the boundary
+    tolerances (px) its scores are also given at."""
     where = origin or name
     check_bands(bands, where)
     sources = {s: Source.parse(t, f"{where} [{s}]") for s, t in zip(SPLITS, (train, val, test))}
     recipe = Recipe.check_values(recipe or {}, f"{where} [recipe]")
     space = EvalSpace.parse(evaluation, f"{where} [evaluation]") if evaluation is not None else None
     return Scenario(name, version, description, tuple(bands), sources, recipe, space, where,
-                    parse_shift(shift, f"{where} [shift]") if shift is not None else None)
+                    parse_shift(shift, f"{where} [shift]") if shift is not None else None,
+                    parse_tolerances(boundary_px, where))
+
+
+def parse_tolerances(values: list[int] | None, where: str) -> tuple[int, ...]:
+    """A scenario's ``boundary_px``: distinct integers >= 0, sorted (default :data:`BOUNDARY_PX`)."""
+    if values is None:
+        return BOUNDARY_PX
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
+        raise ConfigError(f"{where}: boundary_px must be a list of integers >= 0 (pixels), got {values}")
+    return tuple(sorted(set(values)))
 
 
 def parse_shift(table: Mapping[str, Any], where: str) -> dict[str, Any]:

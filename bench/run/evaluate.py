@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,8 +19,9 @@ from bench.data.splits import SceneRef, Split, reference_groups
 from bench.run.inference import (WHOLE_PIXELS, FastPaths, HeldRows, Tiling, class_batches, input_batches,
                                  predict_strips, scene_model_strips, tile_stream)
 from bench.models.adapters import Adapter, NoAdaptation
-from bench.core.labels import IGNORE, EvalSpace, LabelMap
-from bench.core.metrics import NAN_RULE, confusion, scores
+from bench.core.labels import IGNORE, N_CLASSES, EvalSpace, LabelMap
+from bench.core.metrics import (BOUNDARY_PX, NAN_RULE, ProbabilityTally, boundary_confusions, boundary_summary,
+                                 confusion, cover_summary, scores)
 from bench.data.normalizers import Normalizer
 from bench.models.base import Contract, SceneModel
 from bench.run.label_free import LabelFree, SceneSignals
@@ -107,7 +108,7 @@ def predicted_strips(model: nn.Module | SceneModel, scene: SceneInput, tiling: T
     (with ``flip``, torch models) whether the prediction of the flipped input agrees."""
     if not isinstance(model, nn.Module):
         yield from scene_model_strips(scene.read, scene.height, scene.width, tiling, model, contract or Contract(),
-                                      scene.strips, probabilities=probabilities)
+                                      scene.strips, probabilities=probabilities, scene=(scene.id, scene.meta))
         return
     run = class_batches(fast, fast.prepare(model, device), device, probabilities, flip)
     yield from predict_strips(scene.read, scene.height, scene.width, tiling, run, batch_size, tile_fn,
@@ -125,18 +126,42 @@ def predict_scene(model: nn.Module | SceneModel, image: np.ndarray, patch: int, 
 
 
 def group_maps(scene: SceneInput, strips, lut: np.ndarray, labels: LabelMap,  # noqa: ANN001
-               space: EvalSpace, signals: SceneSignals | None = None) -> tuple[np.ndarray, np.ndarray]:
+               space: EvalSpace, signals: SceneSignals | None = None,
+               tally: ProbabilityTally | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(H, W) predicted and reference groups of ``space`` of one scene from its predicted ``strips``,
-    IGNORE at nodata; ``signals`` sees the outputs of the pixels that are scored, never their reference."""
+    IGNORE at nodata; ``signals`` sees the outputs of the pixels that are scored, never their reference;
+    ``tally`` counts the model's probabilities (where it gives them) against the reference."""
     pred = np.empty((scene.height, scene.width), dtype=np.uint8)
     ref = np.empty_like(pred)
     for r0, r1, out in strips:
         codes, valid = scene.labels(r0, r1)
         pred[r0:r1] = np.where(valid, lut[out[0].astype(np.uint8)], IGNORE)
         ref[r0:r1] = reference_groups(codes, valid, labels, space)
+        keep = ref[r0:r1] != IGNORE
         if signals is not None:
-            signals.add(out, pred[r0:r1], ref[r0:r1] != IGNORE)
+            signals.add(out, pred[r0:r1], keep)
+        if tally is not None and len(out) >= 1 + N_CLASSES:
+            tally.add(group_probabilities(out[1:1 + N_CLASSES][:, keep], lut, len(space.names)),
+                      pred[r0:r1][keep], ref[r0:r1][keep])
     return pred, ref
+
+
+def group_probabilities(probabilities: np.ndarray, lut: np.ndarray, k: int) -> np.ndarray:
+    """(k, n) probability of each group: the probabilities (4, n) of its project classes added up."""
+    out = np.zeros((k, probabilities.shape[1]), dtype=np.float32)
+    for c in range(N_CLASSES):
+        out[lut[c]] += probabilities[c]
+    return out
+
+
+def field_extras(near: dict[str, np.ndarray], per_scene: dict[str, dict[str, Any]],
+                 tally: ProbabilityTally | None, space: EvalSpace) -> dict[str, Any]:
+    """The scores at each boundary tolerance, the cloud cover of each scene, and what the model's
+    probabilities tell against the reference (None without probabilities)."""
+    groups, total = space.to_dict(), sum(int(m["n_pixels"]) for m in per_scene.values())
+    return {"boundary": boundary_summary(near, total, space.names, groups),
+            "cloud_cover": cover_summary(per_scene, groups, space.names),
+            "probabilities": tally.record() if tally else None}
 
 
 def add_month(months: dict[str, Any], meta: dict[str, Any], cm: np.ndarray) -> None:
@@ -146,13 +171,52 @@ def add_month(months: dict[str, Any], meta: dict[str, Any], cm: np.ndarray) -> N
         months[month] = months.get(month, 0) + cm
 
 
+@dataclass
+class Scored:
+    """The confusion matrices of an evaluation, added up scene by scene: in all, per block, per boundary
+    tolerance and per month, with each scene's scores and its predicted and reference maps."""
+
+    space: EvalSpace
+    boundary_px: tuple[int, ...] = BOUNDARY_PX
+    total: Any = 0
+    per_scene: dict[str, dict[str, Any]] = field(default_factory=dict)
+    blocks: dict[str, np.ndarray] = field(default_factory=dict)
+    near: dict[str, np.ndarray] = field(default_factory=dict)
+    months: dict[str, np.ndarray] = field(default_factory=dict)
+    preds: dict[str, np.ndarray] = field(default_factory=dict)
+    refs: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.total = np.zeros((len(self.space.names),) * 2, dtype=np.int64)
+
+    @property
+    def groups(self) -> dict[str, list[str]]:
+        """The label space as ``{group: [classes]}``."""
+        return self.space.to_dict()
+
+    def add(self, scene: SceneInput, pred: np.ndarray, ref: np.ndarray) -> None:
+        """Count one scene's predicted and reference groups."""
+        k = len(self.space.names)
+        cm = confusion(ref, pred, k)
+        self.total = self.total + cm
+        self.blocks.update(block_confusions(scene.id, ref, pred, k))
+        for px, c in boundary_confusions(ref, pred, k, self.boundary_px).items():
+            self.near[px] = self.near.get(px, 0) + c
+        add_month(self.months, scene.meta, cm)
+        self.per_scene[scene.id] = {**scores(cm, self.space.names, self.groups), "acquired": scene.meta.get("acquired")}
+        self.preds[scene.id], self.refs[scene.id] = pred, ref
+
+
 def evaluate(model: nn.Module | SceneModel, normalizer: Normalizer, test: Split, space: EvalSpace, patch: int,
              batch_size: int, device: str = "cpu", adapter: Adapter | None = None,
              contract: Contract | None = None, fast: FastPaths | None = None,
-             whole_pixels: int = WHOLE_PIXELS, label_free: LabelFree | None = None) -> Evaluation:
+             whole_pixels: int = WHOLE_PIXELS, label_free: LabelFree | None = None,
+             boundary_px: tuple[int, ...] = BOUNDARY_PX) -> Evaluation:
     """Scores of ``model`` on every valid pixel of ``test`` in label space ``space`` (a pretrained model's
-    output codes become project classes by its ``contract``); with ``label_free``, the label-free signals and
-    estimates of the same pass (:mod:`bench.run.label_free`) in ``Evaluation.label_free``.
+    output codes become project classes by its ``contract``), the field's scores beside IoU, at every
+    boundary tolerance of ``boundary_px`` and per cloud-cover bin (:mod:`bench.core.metrics`); with
+    ``label_free``, the label-free signals and estimates of the same pass (:mod:`bench.run.label_free`) in
+    ``Evaluation.label_free``, and the calibration of the model's probabilities against the reference.
 
     An ``adapter`` sees the normalized test tiles (never the reference): once for all scenes
     (``per_test_set``) or, starting again from the trained model, for each scene (``per_scene``).
@@ -171,22 +235,19 @@ def evaluate(model: nn.Module | SceneModel, normalizer: Normalizer, test: Split,
     if adapter.protocol == "per_test_set":
         every = (x for scene in scene_inputs(test, normalizer, tiling, whole_pixels) for x in batches(scene))
         adapted = adapter.adapt(copy.deepcopy(model), every)
-    k, lut = len(space.names), np.append(space.class_lut(), np.full(256 - 4, IGNORE, dtype=np.uint8))
-    total = np.zeros((k, k), dtype=np.int64)
-    per_scene, preds, refs, months, blocks = {}, {}, {}, {}, {}
+    lut = np.append(space.class_lut(), np.full(256 - 4, IGNORE, dtype=np.uint8))
+    tally = ProbabilityTally(space.to_dict()) if label_free else None
+    scored = Scored(space, boundary_px)
     for scene in scene_inputs(test, normalizer, tiling, whole_pixels):
         if adapter.protocol == "per_scene":
             adapted = adapter.adapt(copy.deepcopy(model), batches(scene))
         strips = predicted_strips(adapted, scene, tiling, batch_size, device, fast, tile_fn, contract, *free)
-        pred, ref = group_maps(scene, strips, lut, test.labels, space, label_free and label_free.scene(scene.id))
-        cm = confusion(ref, pred, k)
-        total += cm
-        blocks.update(block_confusions(scene.id, ref, pred, k))
-        add_month(months, scene.meta, cm)
-        per_scene[scene.id] = {**scores(cm, space.names), "acquired": scene.meta.get("acquired")}
-        preds[scene.id], refs[scene.id] = pred, ref
-    metrics = {**scores(total, space.names), "label_space": space.to_dict(), "nan_rule": NAN_RULE,
-               "adapter": adapter.describe(), **({"fast_paths": fast.describe()} if isinstance(model, nn.Module) else {})}
-    per_month = {m: scores(cm, space.names) for m, cm in sorted(months.items())}
-    return Evaluation(metrics, per_scene, blocks, per_month, preds, refs,
+        scored.add(scene, *group_maps(scene, strips, lut, test.labels, space,
+                                      label_free and label_free.scene(scene.id), tally))
+    metrics = {**scores(scored.total, space.names, scored.groups),
+               **field_extras(scored.near, scored.per_scene, tally, space),
+               "label_space": scored.groups, "nan_rule": NAN_RULE, "adapter": adapter.describe(),
+               **({"fast_paths": fast.describe()} if isinstance(model, nn.Module) else {})}
+    per_month = {m: scores(cm, space.names, scored.groups) for m, cm in sorted(scored.months.items())}
+    return Evaluation(metrics, scored.per_scene, scored.blocks, per_month, scored.preds, scored.refs,
                       label_free.record() if label_free else None)

@@ -217,12 +217,23 @@ def predict_strips(read: Reader, height: int, width: int, tiling: Tiling, run_ba
 
 def scene_model_strips(read: Reader, height: int, width: int, tiling: Tiling, model: SceneModel,
                        contract: Contract, strips: list[tuple[int, int]] | None = None,
-                       on_strip: Callable[[int], None] | None = None,
-                       probabilities: bool = False) -> Iterator[tuple[int, int, np.ndarray]]:
+                       on_strip: Callable[[int], None] | None = None, probabilities: bool = False,
+                       scene: tuple[str, dict] | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
     """The same for a model that is not torch (it predicts whole arrays): ``overlap`` rows of context above
     and below each strip; outputs are project class indices, (1, rows, W), then with ``probabilities`` (for a
-    model that has ``predict_with_probabilities``) the probability of each project class, (5, rows, W)."""
+    model that has ``predict_with_probabilities``) the probability of each project class, (5, rows, W).
+
+    A model that knows scenes rather than pixels (precomputed masks) has ``bind(scene id, meta, (H, W))``,
+    given ``scene`` = (id, meta), returning an object whose ``predict_rows(r0, r1)`` gives the output codes
+    of those rows; the image is not read for it."""
     classes = contract.class_of_code()
+    if hasattr(model, "bind"):
+        bound = model.bind(*(scene or ("scene", {})), (height, width))
+        for r0, r1 in strips or tiling.strips(height, width):
+            if on_strip:
+                on_strip(r1 - r0)
+            yield r0, r1, classes[bound.predict_rows(r0, r1)][None]
+        return
     with_probs = probabilities and hasattr(model, "predict_with_probabilities")
     for r0, r1 in strips or tiling.strips(height, width):
         top, bottom = max(r0 - tiling.overlap, 0), min(r1 + tiling.overlap, height)

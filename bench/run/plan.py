@@ -23,9 +23,10 @@ from typing import Any
 
 from bench.core.errors import ConfigError, DataError, unknown
 from bench.core.labels import EvalSpace
+from bench.core.metrics import BOUNDARY_PX
 from bench.core.recipe import Recipe
 from bench.core.registry import Entry, get_registry, is_path
-from bench.core.results import key, sha256
+from bench.core.results import RESULT_FORMAT, key, read_result, sha256
 from bench.data.scenarios import SPLITS, Scenario, load_scenario
 from bench.data.splits import Split, load_split, validate_split
 from bench.models.base import Contract, contract_of, locate_weights
@@ -57,6 +58,7 @@ class RunConfig:
     out: str = "runs"
     leaderboards: str | bool = True  # True: <out>/leaderboards; False: none; or a folder
     force: bool = False
+    reevaluate: bool = False  # evaluate again a result of an older format (RESULT_FORMAT), with its model
     strict: bool = False
     accelerator: str = "auto"
     devices: int = 1
@@ -149,8 +151,13 @@ class Plan:
 
     @property
     def done(self) -> bool:
-        """The result exists."""
-        return self.result_path.exists()
+        """The result exists (with ``reevaluate``: and has this cloudbench's result format)."""
+        if not self.result_path.exists():
+            return False
+        if not self.cfg.reevaluate:
+            return True
+        found = read_result(self.result_path)
+        return found is not None and found.get("format", 1) >= RESULT_FORMAT
 
     @property
     def trained(self) -> bool:
@@ -186,7 +193,8 @@ def plan(cfg: RunConfig) -> Plan:
     space = scenario.eval_space()
     eval_key = key({"train": train_key, "test": data_identity(scenario, splits, "test"),
                     "space": space.to_dict(), "adapter": identity(adapter), "shift": scenario.shift,
-                    **({"precision": recipe.precision} if recipe.precision != "fp32" else {})})
+                    **({"precision": recipe.precision} if recipe.precision != "fp32" else {}),
+                    **({"boundary_px": list(scenario.boundary_px)} if scenario.boundary_px != BOUNDARY_PX else {})})
     out = Path(cfg.out)
     tag = {"trained": f"s{cfg.seed}", "zero-shot": "zeroshot", "fine-tuned": f"ft-s{cfg.seed}"}[mode]
     return Plan(cfg, scenario, recipe, splits, train_id, train_key, eval_key,

@@ -24,10 +24,11 @@ import numpy as np
 import torch
 
 from bench.boards.leaderboard import write_leaderboards
-from bench.core.metrics import scores
+from bench.core.labels import EvalSpace
+from bench.core.metrics import boundary_summary, cover_summary, pool_probabilities, scores
 from bench.core.recipe import Recipe
 from bench.core.registry import get_registry
-from bench.core.results import git_state, read_result, versions, write_json
+from bench.core.results import RESULT_FORMAT, git_state, read_result, versions, write_json
 from bench.data.sanity import check as sanity_check
 from bench.data.shifts import shifted
 from bench.data.splits import Split
@@ -114,7 +115,8 @@ def evaluate_run(p: Plan, trained: Trained) -> Evaluated:
         split = test if severity is None else shifted(test, shift_entry, severity, bands)
         adapter = adapter_entry.build()
         ev = evaluate(module, trained.normalizer, split, p.space, p.recipe.patch_size, p.recipe.batch_size,
-                      device, adapter, p.contract, fast, label_free=free.evaluation() if free else None)
+                      device, adapter, p.contract, fast, label_free=free.evaluation() if free else None,
+                      boundary_px=p.scenario.boundary_px)
         budgets.append(adapter.describe())
         if free:
             free.add(ev, split, severity)
@@ -123,13 +125,24 @@ def evaluate_run(p: Plan, trained: Trained) -> Evaluated:
                                            **({"label_free": ev.label_free} if free else {})}
         for b, cm in ev.blocks.items():  # pooled over severities, as the headline metrics are
             blocks[b] = blocks.get(b, 0) + cm
-    metrics = ev.metrics
-    if per_severity:  # the headline: every severity's pixels pooled in one confusion matrix
-        pooled = sum(np.array(m["confusion"]) for m in per_severity.values())
-        metrics = {**ev.metrics, **scores(pooled, p.space.names),
-                   "pooled_over_severities": sorted(per_severity, key=int)}
+    metrics = pooled_metrics(per_severity, p.space) if per_severity else ev.metrics
     return Evaluated(metrics, per_severity, blocks, ev, split, severities[-1], added_budgets(budgets), sanity,
                      device, time.perf_counter() - t0, free.record() if free else None, free.maps if free else None)
+
+
+def pooled_metrics(per_severity: dict[str, dict[str, Any]], space: EvalSpace) -> dict[str, Any]:
+    """The headline of a shift: every severity's pixels pooled in one confusion matrix (and in one at each
+    boundary tolerance), every (severity, scene) in the cloud cover, every probability counted."""
+    groups, names = space.to_dict(), space.names
+    last = per_severity[max(per_severity, key=int)]
+    pooled = sum(np.array(m["confusion"]) for m in per_severity.values())
+    near = {px: sum(np.array(m["boundary"][px]["confusion"]) for m in per_severity.values()) for px in last["boundary"]}
+    scenes = {f"{sev}/{s}": m for sev, sm in per_severity.items() for s, m in sm["per_scene"].items()}
+    return {**last, **scores(pooled, names, groups),
+            "boundary": boundary_summary(near, int(pooled.sum()), names, groups),
+            "cloud_cover": cover_summary(scenes, groups, names),
+            "probabilities": pool_probabilities([m.get("probabilities") for m in per_severity.values()]),
+            "pooled_over_severities": sorted(per_severity, key=int)}
 
 
 def added_budgets(described: list[dict[str, Any]]) -> dict[str, Any]:
@@ -146,7 +159,7 @@ def record(p: Plan, trained: Trained, ev: Evaluated, timings: dict[str, float]) 
     model, norm, adapter = p.entries()
     splits = p.splits
     return {
-        "format": 1,
+        "format": RESULT_FORMAT,
         "command": p.cfg.command or command_line(),
         "config": p.cfg.record(),
         "recipe": p.recipe.to_dict(),

@@ -94,6 +94,7 @@ def cell_command(cfg: RunConfig) -> str:
         if value is not None and value != getattr(defaults, name):
             args += [f"--{name.replace('_', '-')}", str(value)]
     args += (["--no-channels-last"] if not cfg.channels_last else []) + (["--compile"] if cfg.compile else [])
+    args += ["--reevaluate"] if cfg.reevaluate else []
     return shlex.join(args)
 
 

@@ -114,7 +114,8 @@ class GeoTiffDataset(Dataset):
             except Exception as err:  # rasterio raises its own errors for truncated or corrupt files
                 raise DataError(f"{img_path}: cannot read ({err}); the file is truncated or corrupt") from None
             meta = {"acquired": img.tags().get("ACQUIRED"), "crs": str(img.crs) if img.crs else None,
-                    "dataset": self.name}
+                    "dataset": self.name, "image": str(img_path), "stem": img_path.stem,
+                    "transform": list(img.transform)[:6]}
         return self.finish(scene_id, raw, codes, str(img_path), strict, meta, codes_where=str(mask_path))
 
 
