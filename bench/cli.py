@@ -47,10 +47,25 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     h.add_argument("--compile", action="store_true", help="torch.compile the model for evaluation")
     p.add_argument("--wandb", default="offline", help="offline (default; `wandb sync` later), online, or off")
     p.add_argument("--no-figure", action="store_true", help="do not draw the per-run figure")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                   help="replace a model setting (bench list models shows them), e.g. --set threshold=0.3; in a "
+                   "sweep, KEY=V1,V2,... crosses the values; each value is its own result and leaderboard row")
+    p.add_argument("--masks", metavar="DIR", help="for a model of precomputed masks (type masks): the folder "
+                   "holding its mask files (the same as --set root=DIR)")
     p.add_argument("--reevaluate", action="store_true", help="evaluate again, with the model it already has, a "
                    "result written by an older cloudbench (without the field's scores); others are kept")
     p.add_argument("--consistency", action="store_true", help="label-free: also measure how often a prediction "
                    "holds with the input flipped (one more inference pass)")
+
+
+def model_settings(args: argparse.Namespace) -> dict[str, list[Any]]:
+    """``--set KEY=V1,V2`` (repeatable) and ``--masks DIR`` as ``{key: [values]}``."""
+    from bench.run.plan import parse_setting
+
+    out = dict(parse_setting(text) for text in args.settings)
+    if args.masks:
+        out["root"] = [args.masks]
+    return out
 
 
 def _run_config(args: argparse.Namespace, argv: Sequence[str], **extra: Any) -> RunConfig:
@@ -250,9 +265,13 @@ def model_kind(entry: Any) -> str:
 
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """``bench run``: one model x normalizer x adapter x scenario; prints the metrics and files."""
+    settings = model_settings(args)
+    several = [k for k, v in settings.items() if len(v) > 1]
+    if several:
+        raise ConfigError(f"--set {several[0]}: bench run takes one value; bench sweep crosses several")
     cfg = _run_config(args, argv, model=args.model, norm=args.norm, scenario=args.scenario, adapt=args.adapt,
                       seed=args.seed, weights=args.weights, leaderboards=False if args.no_leaderboard else (args.leaderboards or True),
-                      force=args.force, progress=not args.quiet)
+                      force=args.force, progress=not args.quiet, settings={k: v[0] for k, v in settings.items()})
     cfg.validate()  # names and values, before torch is loaded
     from bench.run.runner import run
 
@@ -279,7 +298,8 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from bench.sweep.launchers import Launcher
 
     grid = Grid(models=args.models, norms=args.norms, adapts=args.adapt, scenarios=args.scenarios,
-                seeds=args.seeds, base=_run_config(args, argv, progress=False, leaderboards=False))
+                seeds=args.seeds, settings=model_settings(args),
+                base=_run_config(args, argv, progress=False, leaderboards=False))
     if args.dry_run:
         print(dry_run(plans(grid)))
         return 0

@@ -59,14 +59,15 @@ def row_name(key: tuple) -> str:
 
 
 def training_settings(r: dict[str, Any]) -> dict[str, Any]:
-    """What decided a result's trained model beyond model, normalizer and adapter: the recipe, the initial
-    weights (of a model trained here; a pretrained model's are its own) and the number of processes (the
-    batch is per device). Nothing for a pretrained model run zero-shot."""
-    mode = mode_of(r)
+    """What decided a result's model beyond model, normalizer and adapter: the recipe, the initial weights
+    (of a model trained here; a pretrained model's are its own) and the number of processes (the batch is
+    per device); and the model settings given with ``--set``, the only ones of a model run zero-shot."""
+    mode, given = mode_of(r), (r.get("config") or {}).get("settings") or {}  # model settings of --set
     if mode == "zero-shot":
-        return {}
+        return dict(given)
     weights = {"weights": str((r.get("model") or {}).get("weights") or "?").split(" (")[0]} if mode == "trained" else {}
-    return {**(r.get("recipe") or {}), **weights, "world_size": (r.get("train") or {}).get("world_size") or 1}
+    return {**(r.get("recipe") or {}), **weights, "world_size": (r.get("train") or {}).get("world_size") or 1,
+            **given}
 
 
 def varying_settings(results: list[dict[str, Any]]) -> list[str]:

@@ -21,7 +21,7 @@ import inspect
 import types
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,19 @@ class Entry:
         """Call the builder with this entry's settings plus ``runtime`` arguments (e.g. ``in_channels``):
         the one way a registered builder is called."""
         return self.builder.fn(**self.builder.arguments(self.settings, self.origin or self.name), **runtime)
+
+    def with_settings(self, overrides: Mapping[str, Any], where: str = "--set") -> "Entry":
+        """This entry with some settings replaced (``bench run --set threshold=0.3``), checked against the
+        builder's signature and types; the same entry when there are none."""
+        if not overrides:
+            return self
+        runtime = RUNTIME[self.kind] & set(overrides)
+        if runtime or "contract" in overrides:
+            raise ConfigError(f"{where}: {', '.join(sorted(runtime or {'contract'}))} is not a setting of "
+                              f"{self.name!r} that a run may change")
+        changed = replace(self, settings={**self.settings, **overrides})
+        self.builder.arguments(changed.settings, f"{where} for {self.kind} {self.name!r}")
+        return changed
 
     def summary(self) -> dict[str, Any]:
         """What results record about this entry."""

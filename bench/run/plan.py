@@ -54,6 +54,7 @@ class RunConfig:
     # its initial encoder weights: "imagenet" or "random" (default: the model's setting, imagenet)
     weights: str | None = None
     recipe: dict[str, Any] = field(default_factory=dict)  # e.g. {"epochs": 5}; see bench.core.recipe.Recipe
+    settings: dict[str, Any] = field(default_factory=dict)  # model settings replaced (--set threshold=0.3)
     data_root: str | None = None
     out: str = "runs"
     leaderboards: str | bool = True  # True: <out>/leaderboards; False: none; or a folder
@@ -78,7 +79,7 @@ class RunConfig:
     def validate(self) -> None:
         """Check names and values before any data is read or any model is built."""
         reg = get_registry()
-        contract = contract_of(reg.get("model", self.model))
+        contract = contract_of(model_entry(self))
         if self.norm is None:
             self.norm = NATIVE if contract.pretrained else "percentile"
         reg.get("norm", self.norm)
@@ -101,6 +102,29 @@ class RunConfig:
     def mode(self, contract: Contract) -> str:
         """``trained``, ``zero-shot`` or ``fine-tuned`` (see the module docstring)."""
         return "fine-tuned" if self.finetune else "zero-shot" if contract.pretrained else "trained"
+
+
+def model_entry(cfg: RunConfig) -> Entry:
+    """The run's model entry, with the settings given by ``--set`` replaced (they enter its identity, so
+    each value is its own result and leaderboard row)."""
+    return get_registry().get("model", cfg.model).with_settings(cfg.settings)
+
+
+def parse_setting(text: str) -> tuple[str, list[Any]]:
+    """``"threshold=0.3,0.4"`` -> ``("threshold", [0.3, 0.4])``; each value read as a TOML value (a number,
+    true / false, a quoted string), else taken as a string."""
+    import tomllib
+
+    name, eq, values = text.partition("=")
+    if not eq or not name.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE (several values: KEY=V1,V2)")
+    out = []
+    for v in values.split(","):
+        try:
+            out.append(tomllib.loads(f"v = {v.strip()}")["v"])
+        except tomllib.TOMLDecodeError:
+            out.append(v.strip())
+    return name.strip(), out
 
 
 def check_mode(cfg: RunConfig, contract: Contract) -> None:
@@ -167,7 +191,7 @@ class Plan:
     def entries(self) -> tuple[Entry, Entry, Entry]:
         """The registry entries of the model, the normalizer and the adapter."""
         reg = get_registry()
-        return reg.get("model", self.cfg.model), reg.get("norm", self.cfg.norm), reg.get("adapter", self.cfg.adapt)
+        return model_entry(self.cfg), reg.get("norm", self.cfg.norm), reg.get("adapter", self.cfg.adapt)
 
 
 def plan(cfg: RunConfig) -> Plan:
@@ -176,8 +200,7 @@ def plan(cfg: RunConfig) -> Plan:
     if cfg.data_root:  # datasets find downloaded data through CLOUDBENCH_DATA (see bench.data.datasets.data_root)
         os.environ["CLOUDBENCH_DATA"] = str(Path(cfg.data_root).resolve())
     scenario = load_scenario(cfg.scenario)
-    model, norm, adapter = (get_registry().get(k, n) for k, n in
-                            (("model", cfg.model), ("norm", cfg.norm), ("adapter", cfg.adapt)))
+    model, norm, adapter = model_entry(cfg), get_registry().get("norm", cfg.norm), get_registry().get("adapter", cfg.adapt)
     contract = contract_of(model)
     mode, bands = cfg.mode(contract), contract.bands or scenario.bands
     needed = zero_shot_splits(bands, scenario) if mode == "zero-shot" else SPLITS
@@ -226,7 +249,7 @@ def training_identity(cfg: RunConfig, scenario: Scenario, splits: dict[str, Spli
     data, normalizer or seed). Otherwise the model, normalizer, bands, training and validation data, recipe
     and seed, plus the starting weights' sha256 when fine-tuning."""
     reg = get_registry()
-    model, norm = reg.get("model", cfg.model), reg.get("norm", cfg.norm)
+    model, norm = model_entry(cfg), reg.get("norm", cfg.norm)
     weights = {"weights": [sha256(f) for f in weight_files]} if weight_files else {}
     if mode == "zero-shot":
         return {"model": identity(model), **weights, "mode": mode, "bands": list(bands)}

@@ -4,10 +4,13 @@ trained model they need (:func:`groups`), and the ``bench run`` command of each 
 
 from __future__ import annotations
 
+import itertools
+import json
 import shlex
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from bench.core.errors import ConfigError, unknown
 from bench.core.recipe import Recipe
@@ -25,6 +28,7 @@ class Grid:
     adapts: str = "none"
     scenarios: str = "samples_cross"
     seeds: str | int = 1  # a count (3: seeds 0, 1, 2) or a list ("0,4,7")
+    settings: dict[str, list[Any]] = field(default_factory=dict)  # model settings crossed (--set KEY=V1,V2)
     base: RunConfig = field(default_factory=RunConfig)  # recipe, data root, out, devices, ...
 
     def seed_list(self) -> list[int]:
@@ -46,9 +50,14 @@ class Grid:
         model can be trained; a model trained here skips ``native``."""
         axes = {"model": expand("model", self.models), "norm": expand("norm", self.norms),
                 "adapter": expand("adapter", self.adapts), "scenario": expand("scenario", self.scenarios)}
-        return [replace(self.base, model=m, norm=n, adapt=a, scenario=s, seed=seed, finetune=tune)
+        return [replace(self.base, model=m, norm=n, adapt=a, scenario=s, seed=seed, finetune=tune, settings=st)
                 for s in axes["scenario"] for m in axes["model"] for n, seeds, tune in self.cells_of(m, axes["norm"])
-                for seed in seeds for a in axes["adapter"]]
+                for seed in seeds for a in axes["adapter"] for st in self.setting_values()]
+
+    def setting_values(self) -> list[dict[str, Any]]:
+        """Every combination of the crossed model settings (``[{}]`` without any)."""
+        keys = list(self.settings)
+        return [dict(zip(keys, values)) for values in itertools.product(*(self.settings[k] for k in keys))]
 
     def cells_of(self, model: str, norms: list[str]) -> list[tuple[str, list[int], bool]]:
         """(normalizer, seeds, fine-tune) that ``model`` runs with (see :meth:`configs`)."""
@@ -95,6 +104,8 @@ def cell_command(cfg: RunConfig) -> str:
             args += [f"--{name.replace('_', '-')}", str(value)]
     args += (["--no-channels-last"] if not cfg.channels_last else []) + (["--compile"] if cfg.compile else [])
     args += ["--reevaluate"] if cfg.reevaluate else []
+    for k, v in cfg.settings.items():
+        args += ["--set", f"{k}={json.dumps(v)}"]  # read back as TOML values
     return shlex.join(args)
 
 
