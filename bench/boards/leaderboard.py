@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.boards.field import add_field_columns, cover_scenes, field_tables
 from bench.boards.label_free import write_label_free_board
 from bench.boards.plots import severity_columns, severity_plot
 from bench.boards.stats import LEVEL, Comparison, blocks_of, hierarchical_bootstrap, seed_interval
@@ -149,6 +150,7 @@ def table(results: list[dict[str, Any]], every: list[dict[str, Any]] | None = No
     df = df.sort_values(["ranked", "mIoU"], ascending=False, na_position="last").reset_index(drop=True)
     _versus_best(df, groups)
     _in_distribution(df, groups, every or results)
+    add_field_columns(df, groups, KEYS)
     return df
 
 
@@ -346,10 +348,16 @@ def versus_best(row: pd.Series) -> str:
     return f"tied, {text}" if row["tied"] == "yes" else text
 
 
+def row_columns(df: pd.DataFrame) -> list[str]:
+    """The columns that name a board's rows: model, normalizer, adapter, and the settings label where
+    rows differ in it."""
+    return KEYS if df["recipe"].astype(bool).any() else KEYS[:3]
+
+
 def display(df: pd.DataFrame) -> pd.DataFrame:
     """The leaderboard as shown in Markdown and HTML: means with intervals, the tie column, ranks."""
     classes = [c for c in df.columns if c.startswith("IoU ") and not c.endswith(" ci95")]
-    out = df[KEYS if df["recipe"].astype(bool).any() else KEYS[:3]].copy()
+    out = df[row_columns(df)].copy()
     out["mode"], out["trained on"] = df["mode"], df["trained on"]
     for c in [*classes, "mIoU", "accuracy"]:
         out[c] = [fmt(m, h) for m, h in zip(df[c], df[f"{c} ci95"])]
@@ -379,7 +387,9 @@ def markdown(name: str, results: list[dict[str, Any]], df: pd.DataFrame, command
     training settings that rows pool (``--merge-recipes``)."""
     s = results[0]["scenario"]
     space = results[0]["metrics"].get("label_space", {})
+    extra = {k: t.to_markdown(index=False, missingval="") for k, t in field_tables(df, row_columns(df)).items()}
     return render("board.md.j2", name=name, scenario=s, command=command, n=len(results), level=f"{LEVEL:.0%}",
+                  field=extra, cover_scenes=cover_scenes(df),
                   label_space="; ".join(f"`{g}` = {' + '.join(c)}" for g, c in space.items()),
                   compared=bool(df["tied"].notna().any()), shift=bool(s.get("definition", {}).get("shift")),
                   in_dist="mIoU in-dist" in df, tau=kendall_tau(df), table=display(df).to_markdown(index=False, missingval=""),

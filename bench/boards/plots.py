@@ -1,4 +1,5 @@
-"""Figures of leaderboards: mIoU against the severity of a controlled shift."""
+"""Figures of leaderboards: mIoU against the severity of a controlled shift; the reliability of a model's
+probabilities and its cloud BOA by threshold."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
@@ -36,6 +38,39 @@ def severity_plot(df: pd.DataFrame, path: Path, name: str, scenario: dict) -> Pa
     ax.set_title(f"{name}: mIoU against severity", fontsize=11)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def probability_plot(rows: list[tuple[str, dict]], path: Path, name: str) -> Path:
+    """The reliability diagram (accuracy against confidence, per confidence bin) and the cloud BOA against
+    the cloud-probability threshold, one line per board row (``(row name, metrics.probabilities)``, the
+    counts of the row's first run)."""
+    from bench.core.metrics import threshold_scores
+
+    fig, (rel, thr) = plt.subplots(1, 2, figsize=(10, 4.2))
+    rel.plot([0, 1], [0, 1], color="#999", linewidth=1, linestyle="--", label="perfectly calibrated")
+    for i, (label, probs) in enumerate(rows):
+        colour = plt.cm.tab10(i % 10)
+        cal = probs["calibration"]
+        n, conf, ok = (np.asarray(cal[k], dtype=float) for k in ("count", "confidence", "correct"))
+        seen = n > 0
+        rel.plot(conf[seen] / n[seen], ok[seen] / n[seen], marker="o", markersize=3, color=colour,
+                 label=f"{label} (ECE {cal['ece']:.3f})")
+        cp = probs.get("cloud_probability")
+        if cp:
+            ts = np.round(np.arange(0.01, 1.0, 0.01), 2)
+            thr.plot(ts, [s["boa"] for s in threshold_scores(cp["cloud"], cp["not_cloud"], ts)], color=colour, label=label)
+    rel.set(xlabel="confidence of the predicted group", ylabel="share correct", xlim=(0, 1), ylim=(0, 1),
+            title="reliability")
+    thr.set(xlabel="cloud-probability threshold", ylabel="cloud BOA", xlim=(0, 1), title="cloud BOA by threshold")
+    for ax in (rel, thr):
+        ax.grid(alpha=0.3)
+    rel.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"{name}: the models' probabilities against the reference", fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)

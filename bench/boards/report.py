@@ -19,9 +19,10 @@ from typing import Any
 import pandas as pd
 
 from bench.boards.label_free import write_label_free_page
-from bench.boards.leaderboard import (KEYS, display, kendall_tau, leading_comparisons, row_groups, row_name,
-                                      scenario_results, table, varying_settings)
-from bench.boards.plots import severity_columns, severity_plot
+from bench.boards.field import METRIC_SETS, field_tables
+from bench.boards.leaderboard import (KEYS, display, kendall_tau, leading_comparisons, row_columns, row_groups,
+                                      row_name, scenario_results, table, varying_settings)
+from bench.boards.plots import probability_plot, severity_columns, severity_plot
 from bench.boards.render import STATIC, render, static, warn_if_shrinks
 from bench.core.results import write_text
 
@@ -51,6 +52,43 @@ def board_rows(df: pd.DataFrame) -> tuple[list[str], list[dict[str, Any]]]:
         rows.append({"cls": {"best": "best", "yes": "tied"}.get(df.loc[i, "tied"], ""),
                      "id": row_name(tuple(df.loc[i, KEYS])), "cells": cells})
     return list(shown.columns), rows
+
+
+def metric_sets(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """The page's tables, one per metric set (:data:`bench.boards.field.METRIC_SETS`): the board itself
+    (``iou``) and each field table that has values; cells sort by their mean."""
+    columns, rows = board_rows(df)
+    sets = [{"key": "iou", "label": METRIC_SETS["iou"], "columns": columns, "rows": rows}]
+    for key, shown in field_tables(df, row_columns(df)).items():
+        rows = []
+        for i, row in shown.iterrows():
+            cells = [_cell(row[c], _mean_of(row[c]) if c not in KEYS else None, text=c in KEYS) for c in shown.columns]
+            rows.append({"cls": {"best": "best", "yes": "tied"}.get(df.loc[i, "tied"], ""),
+                         "id": row_name(tuple(df.loc[i, KEYS])), "cells": cells})
+        sets.append({"key": key, "label": METRIC_SETS[key], "columns": list(shown.columns), "rows": rows})
+    return sets
+
+
+def _mean_of(text: Any) -> float | None:
+    """The sort value of a shown cell: its leading number (``0.812 ± 0.010`` -> 0.812)."""
+    try:
+        return float(str(text).replace("tied, ", "").split(" ")[0])
+    except ValueError:
+        return None
+
+
+def probabilities_figure(df: pd.DataFrame, groups: dict[tuple, list[dict[str, Any]]], dest: Path,
+                         name: str) -> str | None:
+    """The reliability and threshold figure of the rows whose models give probabilities (their first
+    run's counts); its path relative to the page, None when no row has them."""
+    rows = []
+    for _, row in df.iterrows():
+        first = min(groups[tuple(row[KEYS])], key=lambda r: r["seed"])
+        if (first["metrics"].get("probabilities") or {}).get("calibration"):
+            rows.append((row_name(tuple(row[KEYS])), first["metrics"]["probabilities"]))
+    if not rows:
+        return None
+    return probability_plot(rows[:10], dest / "figures" / name / "probabilities.png", name).relative_to(dest).as_posix()
 
 
 def _figure(r: dict[str, Any], dest: Path, name: str) -> str | None:
@@ -112,10 +150,10 @@ def scenario_page(name: str, rs: list[dict[str, Any]], df: pd.DataFrame, dest: P
         first = min(groups[k], key=lambda r: r["seed"])
         details.append({"name": row_name(k), "runs": provenance(groups[k]), "seed": first["seed"],
                         "figure": _figure(first, dest, name)})
-    columns, rows = board_rows(df)
     return render("scenario.html.j2", title=f"cloudbench: {name}", name=name, count=len(rs), scenario=s, n=len(rs),
                   label_space=rs[0]["metrics"].get("label_space", {}), tau=kendall_tau(df), command=command,
-                  columns=columns, rows=rows, severity_plot=plot, merged=list(merged),
+                  sets=metric_sets(df), severity_plot=plot, merged=list(merged),
+                  probabilities_plot=probabilities_figure(df, groups, dest, name),
                   leading=[(row_name(a), row_name(b), c) for a, b, c in leading_comparisons(df, groups)],
                   details=details, commands=sorted({r.get("command", "?") for r in rs}))
 

@@ -25,6 +25,7 @@ An entry is *tied with the best* when the interval of (best - entry) reaches 0.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,10 @@ def miou(cm: np.ndarray) -> np.ndarray:
         return np.where(count > 0, iou.sum(-1) / count, np.nan)
 
 
+#: a score of confusion matrices ``(..., k, k)`` -> ``(...)`` (NaN where undefined)
+Statistic = Callable[[np.ndarray], np.ndarray]
+
+
 @dataclass
 class Comparison:
     """A minus B: observed difference in mean IoU, its bootstrap interval, and the one-sided p-value."""
@@ -79,14 +84,15 @@ class Comparison:
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, seed: int = 0,
-                     level: float = LEVEL) -> Comparison:
+                     level: float = LEVEL, stat: Statistic = miou) -> Comparison:
     """Compare entries A and B given their per-block confusion matrices ``(runs, blocks, k, k)``, blocks in
-    the same order for both (the runs of A and of B need not match: they are averaged separately)."""
+    the same order for both (the runs of A and of B need not match: they are averaged separately), in
+    ``stat`` of the pooled confusion matrices (mean IoU, or e.g. the balanced overall accuracy)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"A and B must cover the same blocks and classes, got {a.shape} and {b.shape}")
     n = a.shape[1]
-    observed = float(np.nanmean(miou(a.sum(1))) - np.nanmean(miou(b.sum(1))))
+    observed = float(np.nanmean(stat(a.sum(1))) - np.nanmean(stat(b.sum(1))))
     rng = np.random.default_rng(seed)
     diffs = np.empty(resamples)
     chunk = max(1, 2_000_000 // max(n, 1))  # bound the (replicates x blocks) weight matrix
@@ -95,8 +101,8 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, s
         draws = rng.integers(0, n, size=(m, n))
         weights = np.zeros((m, n))
         np.add.at(weights, (np.repeat(np.arange(m), n), draws.ravel()), 1.0)
-        stat_a = np.nanmean(miou(np.einsum("rn,snkl->rskl", weights, a)), axis=1)
-        stat_b = np.nanmean(miou(np.einsum("rn,snkl->rskl", weights, b)), axis=1)
+        stat_a = np.nanmean(stat(np.einsum("rn,snkl->rskl", weights, a)), axis=1)
+        stat_b = np.nanmean(stat(np.einsum("rn,snkl->rskl", weights, b)), axis=1)
         diffs[start:start + m] = stat_a - stat_b
     low, high = np.quantile(diffs, [0.5 - level / 2, 0.5 + level / 2])
     return Comparison(observed, float(low), float(high), float(np.mean(diffs <= 0)), n, resamples,
@@ -104,20 +110,20 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, s
 
 
 def hierarchical_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, seed: int = 0,
-                           level: float = LEVEL) -> Comparison:
+                           level: float = LEVEL, stat: Statistic = miou) -> Comparison:
     """Compare A and B from their per-block confusion matrices ``(runs, blocks, k, k)`` (blocks in the same
-    order), resampling test blocks (paired) and each side's seeds (see the module docstring)."""
+    order), resampling test blocks (paired) and each side's seeds (see the module docstring), in ``stat``."""
     from scipy import stats
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"A and B must cover the same blocks and classes, got {a.shape} and {b.shape}")
     if len(a) < 2 and len(b) < 2:
-        return paired_bootstrap(a, b, resamples, seed, level)
+        return paired_bootstrap(a, b, resamples, seed, level, stat)
     rng = np.random.default_rng(seed)
     weights = block_weights(rng, a.shape[1], resamples)
-    diffs = _seed_resampled(rng, weights, a) - _seed_resampled(rng, weights, b)
-    per_run_a, per_run_b = miou(a.sum(1)), miou(b.sum(1))
+    diffs = _seed_resampled(rng, weights, a, stat) - _seed_resampled(rng, weights, b, stat)
+    per_run_a, per_run_b = stat(a.sum(1)), stat(b.sum(1))
     observed = float(np.nanmean(per_run_a) - np.nanmean(per_run_b))
     va, vb = (np.nanvar(x, ddof=1) / len(x) if len(x) > 1 else 0.0 for x in (per_run_a, per_run_b))
     df = (va + vb) ** 2 / sum(v ** 2 / (len(x) - 1) for v, x in ((va, a), (vb, b)) if len(x) > 1 and v > 0) \
@@ -136,10 +142,10 @@ def block_weights(rng: np.random.Generator, n: int, resamples: int) -> np.ndarra
     return weights
 
 
-def _seed_resampled(rng: np.random.Generator, weights: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Per replicate: the mean IoU of each run on the drawn blocks, averaged over a draw of the runs
+def _seed_resampled(rng: np.random.Generator, weights: np.ndarray, x: np.ndarray, stat: Statistic = miou) -> np.ndarray:
+    """Per replicate: ``stat`` of each run on the drawn blocks, averaged over a draw of the runs
     (rescaled so that its spread estimates the seed-to-seed variance without bias)."""
-    per_run = miou(np.einsum("rn,snkl->rskl", weights, x))  # (replicates, runs)
+    per_run = stat(np.einsum("rn,snkl->rskl", weights, x))  # (replicates, runs)
     n = x.shape[0]
     if n < 2:
         return per_run[:, 0]

@@ -13,7 +13,14 @@ function sortBy(th, dir){
 }
 document.querySelectorAll('table.board th').forEach(th => th.addEventListener('click', () =>
   sortBy(th, th.getAttribute('aria-sort') === 'descending' ? 1 : -1)));
+function showSet(key){
+  document.querySelectorAll('section.set').forEach(s => { s.hidden = s.dataset.set !== key; });
+  document.querySelectorAll('.sets button').forEach(b => b.setAttribute('aria-pressed', b.dataset.set === key));
+}
+document.querySelectorAll('.sets button').forEach(b => b.addEventListener('click', () => showSet(b.dataset.set)));
+if (document.querySelector('section.set')) showSet('iou');
 function fromHash(){
+  const set = decodeURIComponent(location.hash).match(/^#set=(\w+)$/); if (set) { showSet(set[1]); return; }
   const m = decodeURIComponent(location.hash).match(/^#sort=(.+?)(-asc)?$/); if (!m) return;
   const th = [...document.querySelectorAll('table.board th')].find(h => h.dataset.col === m[1]);
   if (th) sortBy(th, m[2] ? 1 : -1);
