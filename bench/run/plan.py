@@ -202,6 +202,9 @@ def plan(cfg: RunConfig) -> Plan:
     scenario = load_scenario(cfg.scenario)
     model, norm, adapter = model_entry(cfg), get_registry().get("norm", cfg.norm), get_registry().get("adapter", cfg.adapt)
     contract = contract_of(model)
+    if contract.framework == "masks" and scenario.shift:
+        raise ConfigError(f"{cfg.model} reads masks made before the run: they cannot see scenario "
+                          f"{scenario.name!r}'s controlled {scenario.shift['type']} shift; run it on a scenario without one")
     mode, bands = cfg.mode(contract), contract.bands or scenario.bands
     needed = zero_shot_splits(bands, scenario) if mode == "zero-shot" else SPLITS
     check_bands_of(cfg.model, bands, scenario, needed)
