@@ -8,11 +8,11 @@ from pathlib import Path
 from bench.core.registry import Registry
 from bench.data import normalizers, scenarios, shifts
 from bench.data.datasets import cloudsen12, copernicus, geotiff, sentinelhub
-from bench.models import adapters, hub, keras, lightgbm, onnx, rules, smp
+from bench.models import adapters, hub, keras, lightgbm, masks, onnx, rules, smp
 
 PACKAGE = Path(__file__).resolve().parent
 SAMPLES = PACKAGE / "data" / "samples"
-BUILDER_MODULES = (smp, lightgbm, onnx, keras, rules, hub, normalizers, adapters, shifts, geotiff, cloudsen12, copernicus, sentinelhub, scenarios)
+BUILDER_MODULES = (smp, lightgbm, onnx, keras, rules, hub, masks, normalizers, adapters, shifts, geotiff, cloudsen12, copernicus, sentinelhub, scenarios)
 
 
 def catalogue_dir(name: str) -> Path:
