@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "data they were not trained on?")
     p.add_argument("--version", action="version", version=f"cloudbench {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_run, _add_sweep, _add_predict, _add_assess, _add_boards, _add_list, _add_data):
+    for add in (_add_run, _add_sweep, _add_predict, _add_assess, _add_score, _add_boards, _add_list, _add_data):
         add(sub)
     return p
 
@@ -178,6 +178,24 @@ def _add_assess(sub: argparse._SubParsersAction) -> None:
     pa.add_argument("--precision", default="auto", help="auto, fp32 or bf16")
     pa.add_argument("--json", help="write the whole assessment to this JSON file (schema in bench.run.assess)")
     pa.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    sc = sub.add_parser("score", help="score mask files made by any tool against reference masks",
+                        description="Score predicted masks against reference masks with evaluation's metrics, in "
+                        "the finest label space both code tables allow; nodata on either side is left out.")
+    sc.add_argument("files", nargs="*", metavar="PRED REF", help="pairs of mask GeoTIFFs: predicted, then reference")
+    sc.add_argument("--pred", metavar="DIR", help="folder of predicted masks, matched to --ref by file stem")
+    sc.add_argument("--ref", metavar="DIR", help="folder of reference masks")
+    sc.add_argument("--pairs", metavar="FILE", help="a list file: one 'PRED REF' pair a line (relative to it)")
+    for side in ("pred", "ref"):
+        sc.add_argument(f"--{side}-codes", default="masks_cloudbench", metavar="PRESET_OR_TABLE",
+                        help=f"the {side} files' code table: a masks preset (bench list models 'masks_*'), a "
+                        "TOML / JSON file (codes, bits, band) or inline 0=clear,1=cloud,255=nodata "
+                        "(default: masks_cloudbench, bench predict's codes)")
+    sc.add_argument("--reproject", action="store_true", help="resample PRED onto REF's grid (nearest neighbour) "
+                    "instead of refusing a different grid")
+    sc.add_argument("--json", metavar="FILE", help="write the scores to this JSON file (schema in bench.run.score)")
 
 
 def _add_boards(sub: argparse._SubParsersAction) -> None:
@@ -366,6 +384,20 @@ def cmd_assess(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    """``bench score``: predicted masks against reference masks, per pair and pooled."""
+    from bench.core.results import write_json
+    from bench.run.score import pairs_of, score, table
+
+    pairs = pairs_of(args.files, args.pred, args.ref, args.pairs)
+    report = score(pairs, args.pred_codes, args.ref_codes, args.reproject)
+    print(table(report))
+    if args.json:
+        write_json(args.json, report)
+        print(f"scores: {args.json}")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     """``bench data info|download|verify|check``."""
     from bench.data import download as catalog
@@ -419,7 +451,8 @@ def cmd_boards(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "predict": lambda args, argv: cmd_predict(args),
-            "assess": lambda args, argv: cmd_assess(args), "report": cmd_boards, "leaderboard": cmd_boards,
+            "assess": lambda args, argv: cmd_assess(args), "score": lambda args, argv: cmd_score(args),
+            "report": cmd_boards, "leaderboard": cmd_boards,
             "list": lambda args, argv: cmd_list(args), "data": lambda args, argv: cmd_data(args)}
 
 
