@@ -241,3 +241,36 @@ def test_rewritten_leaderboards_do_not_make_a_checkout_dirty(tmp_path):
     assert git_state(tmp_path)["dirty"] is False
     (tmp_path / "bench" / "code.py").write_text("x = 2\n")
     assert git_state(tmp_path)["dirty"] is True
+
+
+def test_set_crosses_a_model_setting_into_rows_of_their_own(tmp_path, capsys):
+    """`--set threshold=0.3,0.4,0.5`: three cells, three identities, and (from their results) three rows."""
+    from bench.boards.leaderboard import table
+    from bench.sweep.grid import cell_command, plans
+
+    grid = Grid(models="s2cloudless", scenarios="samples_temporal", settings={"threshold": [0.3, 0.4, 0.5]})
+    cells = plans(grid)
+    assert [p.cfg.settings for p in cells] == [{"threshold": 0.3}, {"threshold": 0.4}, {"threshold": 0.5}]
+    assert len({p.eval_key for p in cells}) == 3 and len({p.result_path for p in cells}) == 3
+    assert "--set threshold=0.3" in cell_command(cells[0].cfg)
+    results = [{"config": {**p.cfg.record(), "norm": "native"}, "seed": 0, "model": {"mode": "zero-shot"},
+                "scenario": {"name": "samples_temporal", "reference": "algorithm"},
+                "metrics": {"iou": {"cloud": m}, "miou": m, "accuracy": m, "confusion": [[9, 1], [1, 9]],
+                            "classes": ["not_cloud", "cloud"]}, "eval_key": p.eval_key}
+               for p, m in zip(cells, (0.5, 0.7, 0.6))]
+    df = table(results)
+    assert df["recipe"].tolist() == ["threshold=0.4", "threshold=0.5", "threshold=0.3"]  # sorted by mIoU
+
+
+def test_set_refuses_what_the_model_does_not_take():
+    from bench.core.registry import get_registry
+
+    entry = get_registry().get("model", "s2cloudless")
+    assert entry.with_settings({"dilation_size": 2}).settings["dilation_size"] == 2
+    with pytest.raises(ConfigError, match="did you mean 'threshold'"):
+        entry.with_settings({"threshhold": 0.3})
+    with pytest.raises(ConfigError, match="threshold"):
+        entry.with_settings({"threshold": "high"})
+    with pytest.raises(ConfigError, match="in_channels is not a setting"):
+        entry.with_settings({"in_channels": 3})
+    assert main(["run", "--model", "s2cloudless", "--set", "threshold=0.3,0.4", "--out", "/nonexistent"]) == 2
