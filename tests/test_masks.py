@@ -226,3 +226,14 @@ def test_a_code_the_contract_cannot_give_is_refused_when_built(tmp_path):
 def test_a_masks_model_cannot_predict_an_image_without_its_scene(tmp_path):
     with pytest.raises(ConfigError, match="reads one mask file per scene"):
         model(tmp_path).predict(np.zeros((13, 2, 2), np.float32))
+
+
+def test_omnicloudmasks_nodata_is_its_files_mask_band(tmp_path):
+    """OmniCloudMask writes nodata as 0, like clear, and marks it in an internal mask band (0 = nodata)."""
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(tmp_path / "a_OCM.tif", "w", driver="GTiff", height=1, width=3, count=1, dtype="uint8",
+                           crs=CRS, transform=TRANSFORM) as dst:
+            dst.write(np.array([[0, 0, 3]], np.uint8), 1)
+            dst.write_mask(np.array([[0, 255, 255]], np.uint8))
+    m = model(tmp_path, "masks_omnicloudmask")
+    assert classes_of(m, "a", (1, 3), "masks_omnicloudmask").tolist() == [[IGNORE, 0, 3]]
