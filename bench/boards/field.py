@@ -37,7 +37,9 @@ SCAN = tuple(np.round(np.arange(0.01, 1.0, 0.01), 2))  # thresholds searched for
 def field_metrics(r: dict[str, Any]) -> dict[str, Any]:
     """A result's ``metrics.field``, computed from its confusion matrix where it predates them."""
     m = r["metrics"]
-    return m.get("field") or scores(m["confusion"], m["classes"], m.get("label_space") or {})["field"]
+    if m.get("field") or "confusion" not in m:  # stored, or a result too old to have a confusion matrix
+        return m.get("field") or {}
+    return scores(m["confusion"], m["classes"], m.get("label_space") or {})["field"]
 
 
 def cover_of(r: dict[str, Any]) -> dict[str, Any] | None:
@@ -63,7 +65,7 @@ def run_values(r: dict[str, Any]) -> dict[str, float | None]:
     f, m = field_metrics(r), r["metrics"]
     out: dict[str, float | None] = {}
     for score in ("pa", "ua", "f1"):
-        out.update({f"{score.upper()} {g}": v for g, v in f[score].items()})
+        out.update({f"{score.upper()} {g}": v for g, v in (f.get(score) or {}).items()})
     for kind in ("cloud", "shadow"):
         for score in ("boa", "omission", "commission", "f1"):
             out[f"{score if score != 'boa' else 'BOA'} {kind}"] = (f.get(kind) or {}).get(score)

@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # the contract names torch types; importing it is left to the
 
 #: framework of a model without a contract (trained here with smp / PyTorch)
 TRAINED = "pytorch"
+#: framework of masks made by another tool, read from files (bench.models.masks)
+MASKS = "masks"
 CONTRACT_KEYS = {"framework", "bands", "units", "preprocessing", "outputs", "output_names", "trainable",
                  "trained_on", "citation", "licence", "algorithm", "weights", "get_weights"}
 REFLECTANCE = "L1C top-of-atmosphere reflectance (digital number / 10,000)"

@@ -51,7 +51,7 @@ from bench.run.calibration import FreeOfLabels
 from bench.run.evaluate import SceneInput, predicted_strips
 from bench.run.inference import FastPaths, HeldRows, Tiling
 from bench.run.label_free import SceneSignals, cloud_groups, never_predicted, summary
-from bench.models.base import Contract, contract_of
+from bench.models.base import MASKS, Contract, contract_of
 from bench.run.plan import Plan, RunConfig, plan, zero_shot_splits
 from bench.run.predict import Predictor, scene_reader
 from bench.run.training import train_or_load
@@ -323,6 +323,9 @@ def model_bands(model: str) -> tuple[str, ...]:
     contract = contract_of(get_registry().get("model", model))
     if not contract.pretrained:
         raise ConfigError(f"model {model!r} is trained here, not pretrained: pass --run with one of its results")
+    if contract.framework == MASKS:
+        raise ConfigError(f"model {model!r} reads masks made by another tool, which bench assess cannot calibrate "
+                          "yet: score them with `bench score PRED REF` or on a labelled scenario with `bench run`")
     return tuple(contract.bands)
 
 

@@ -136,7 +136,8 @@ def group_maps(scene: SceneInput, strips, lut: np.ndarray, labels: LabelMap,  # 
     for r0, r1, out in strips:
         codes, valid = scene.labels(r0, r1)
         pred[r0:r1] = np.where(valid, lut[out[0].astype(np.uint8)], IGNORE)
-        ref[r0:r1] = reference_groups(codes, valid, labels, space)
+        # a pixel the model leaves without a class (a mask file's nodata) is left out, as nodata is
+        ref[r0:r1] = np.where(pred[r0:r1] == IGNORE, IGNORE, reference_groups(codes, valid, labels, space))
         keep = ref[r0:r1] != IGNORE
         if signals is not None:
             signals.add(out, pred[r0:r1], keep)

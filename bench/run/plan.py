@@ -15,6 +15,7 @@ test data, label space, adapter and shift.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 from dataclasses import asdict, dataclass, field, replace
@@ -29,7 +30,7 @@ from bench.core.registry import Entry, get_registry, is_path
 from bench.core.results import RESULT_FORMAT, key, read_result, sha256
 from bench.data.scenarios import SPLITS, Scenario, load_scenario
 from bench.data.splits import Split, load_split, validate_split
-from bench.models.base import Contract, contract_of, locate_weights
+from bench.models.base import MASKS, Contract, contract_of, locate_weights
 
 WANDB_MODES = ("offline", "online", "off")
 MODEL_FILE = "model.pt"
@@ -202,7 +203,7 @@ def plan(cfg: RunConfig) -> Plan:
     scenario = load_scenario(cfg.scenario)
     model, norm, adapter = model_entry(cfg), get_registry().get("norm", cfg.norm), get_registry().get("adapter", cfg.adapt)
     contract = contract_of(model)
-    if contract.framework == "masks" and scenario.shift:
+    if contract.framework == MASKS and scenario.shift:
         raise ConfigError(f"{cfg.model} reads masks made before the run: they cannot see scenario "
                           f"{scenario.name!r}'s controlled {scenario.shift['type']} shift; run it on a scenario without one")
     mode, bands = cfg.mode(contract), contract.bands or scenario.bands
@@ -255,7 +256,8 @@ def training_identity(cfg: RunConfig, scenario: Scenario, splits: dict[str, Spli
     model, norm = model_entry(cfg), reg.get("norm", cfg.norm)
     weights = {"weights": [sha256(f) for f in weight_files]} if weight_files else {}
     if mode == "zero-shot":
-        return {"model": identity(model), **weights, "mode": mode, "bands": list(bands)}
+        files = {"mask_files": mask_files(model)} if contract_of(model).framework == MASKS else {}
+        return {"model": identity(model), **weights, **files, "mode": mode, "bands": list(bands)}
     train_id = {"model": identity(model), "norm": identity(norm), "bands": list(bands),
                 "train": data_identity(scenario, splits, "train"), "val": data_identity(scenario, splits, "val"),
                 "recipe": recipe.to_dict(), "seed": cfg.seed}
@@ -266,6 +268,17 @@ def training_identity(cfg: RunConfig, scenario: Scenario, splits: dict[str, Spli
     if cfg.devices * cfg.num_nodes > 1:  # the batch is per device: more processes train a different model
         train_id["world_size"] = cfg.devices * cfg.num_nodes
     return train_id
+
+
+def mask_files(entry: Entry) -> dict[str, str]:
+    """sha256 of every file a model of precomputed masks may read (its template under its root, each field a
+    wildcard): new masks in the same folder are a new model, never an old result."""
+    root, template = entry.settings.get("root"), str(entry.settings.get("template", ""))
+    if not root or not Path(root).expanduser().is_dir():
+        return {}
+    folder = Path(root).expanduser()
+    pattern = re.sub(r"\{[^}]*\}", "*", template)
+    return {f.relative_to(folder).as_posix(): sha256(f) for f in sorted(folder.glob(pattern)) if f.is_file()}
 
 
 class MissingBands(ConfigError):

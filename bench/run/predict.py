@@ -31,7 +31,7 @@ from bench.core.registry import get_registry
 from bench.core.results import read_result
 from bench.data.normalizers import Normalizer
 from bench.data.rasters import Raster, open_scene
-from bench.models.base import TRAINED, Contract, SceneModel, contract_of
+from bench.models.base import MASKS, TRAINED, Contract, SceneModel, contract_of
 from bench.run.checkpoints import load_torch
 from bench.run.inference import (WHOLE_PIXELS, FastPaths, HeldRows, Tiling, class_batches, predict_strips,
                                  scene_model_strips)
@@ -69,6 +69,9 @@ def from_zoo(name: str, weights: str | None = None) -> Predictor:
     if contract.framework == TRAINED:
         raise ConfigError(f"model {name!r} is trained here, not pretrained: pass --run with one of its results "
                           f"(a result JSON or a model folder that `bench run --model {name}` wrote)")
+    if contract.framework == MASKS:
+        raise ConfigError(f"model {name!r} reads masks made by another tool; it has no pixels to predict: score "
+                          "its masks with `bench score PRED REF`, or on a labelled scenario with `bench run`")
     files = find_weights(RunConfig(model=name, weights=weights), contract)
     runtime: dict[str, Any] = {"in_channels": len(contract.bands)}
     if files:
