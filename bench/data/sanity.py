@@ -67,6 +67,17 @@ def apart(value: float, lo: float, hi: float) -> tuple[str, str, str]:
     return texts
 
 
+def outside_message(band: str, median: float, lo: float, hi: float) -> str:
+    """What a test median outside the training P1-P99 means, in words a newcomer can act on."""
+    m, low, high = apart(median, lo, hi)
+    below = median < lo
+    return (f"band {band}: at least half of the test values lie {'below' if below else 'above'} the training "
+            f"data's {'1st' if below else '99th'} percentile (normalized test median {m}, training P1-P99 "
+            f"[{low}, {high}]): the test scenes are {'darker' if below else 'brighter'} in {band} than anything "
+            "the model was trained on, so expect it to do worse there; a scene-level normalizer "
+            "(--norm percentile_scene) rescales each scene by its own range")
+
+
 def check(train: Split, test: Split, normalizer: Normalizer, bands: list[str]) -> dict[str, Any]:
     """Statistics of the normalized train and test inputs, and the warnings they raise."""
     test_values = band_samples(normalized(test, normalizer))
@@ -77,9 +88,7 @@ def check(train: Split, test: Split, normalizer: Normalizer, bands: list[str]) -
     for b, band in enumerate(bands):
         lo, hi, med = stats["train"]["p1"][b], stats["train"]["p99"][b], stats["test"]["median"][b]
         if np.isfinite(med) and not lo <= med <= hi:
-            m, low, high = apart(med, lo, hi)
-            found.append(f"band {band}: normalized test median {m} lies outside the training range "
-                         f"[{low}, {high}] (P1-P99)")
+            found.append(outside_message(band, med, lo, hi))
         if raw["median"][b] > 2 or raw["median"][b] < -0.5:
             found.append(f"band {band}: test reflectance median {raw['median'][b]:.3g} looks like the wrong units")
     for message in found:

@@ -26,6 +26,10 @@ PROBE_S = 3.0
 HUB_FILES = ("config.json", "model.safetensors")
 
 
+class RandomWeights(UserWarning):
+    """Pretrained encoder weights were asked for but are not here: training starts from random weights."""
+
+
 def cached_encoder_weights(encoder: str, weights: str | None) -> str | None:
     """Path of ``encoder``'s ``weights`` in the local Hugging Face cache, or None if not there."""
     if not weights:
@@ -101,8 +105,8 @@ def smp_model(arch: str, encoder: str, in_channels: int, encoder_weights: str | 
             _warned.add(encoder)
             warnings.warn(f"{encoder_weights} weights for encoder {encoder!r} are not in the local "
                           "Hugging Face cache and the hub cannot be reached; training from random weights "
-                          "(results record this)",
-                          stacklevel=2)
+                          "(results record this). Run once with internet to cache them, or pass --weights "
+                          "random to choose random weights without this warning", RandomWeights, stacklevel=2)
         weights = f"random ({encoder_weights} weights not in local cache)"
     else:
         weights = encoder_weights or "random"

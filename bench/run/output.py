@@ -6,7 +6,12 @@ from __future__ import annotations
 import logging
 import warnings
 
+from bench.models.smp import RandomWeights as RandomWeightsWarning
+
 LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
+#: the loggers of Lightning's rank-zero notes ("GPU available", "Using bfloat16 AMP", "`Trainer.fit` stopped")
+RANK_ZERO = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
+             "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 NOISE = (".*does not have many workers.*", ".*LeafSpec.*", ".*exists and is not empty.*")
 
 
@@ -22,6 +27,7 @@ def configure_output(quiet: bool = False) -> None:
     for pattern in NOISE:
         warnings.filterwarnings("ignore", pattern)
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
-    if quiet:  # Lightning's notes (GPU available, max_epochs reached) too
-        for name in LIGHTNING_LOGGERS:
-            logging.getLogger(name).setLevel(logging.WARNING)
+    if quiet:  # Lightning's notes (GPU available, AMP, max_epochs reached) and what results record anyway
+        for name in LIGHTNING_LOGGERS + RANK_ZERO:  # Lightning sets its top loggers' level when imported:
+            logging.getLogger(name).setLevel(logging.WARNING)  # the modules that log keep this one
+        warnings.filterwarnings("ignore", category=RandomWeightsWarning)
