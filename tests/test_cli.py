@@ -299,15 +299,15 @@ def test_leaderboard_in_a_clone_leaves_it_clean(first_run, tmp_path):
     assert status == ""
 
 
-def test_one_progress_display_with_an_eta_and_plain_lines_in_a_log(tmp_path, capsys, monkeypatch):
+def test_one_progress_display_with_an_eta_and_plain_lines_in_a_log(tmp_path, capfd, monkeypatch):
     """Not on a terminal, a run prints plain lines (epoch k/N, steps, best val mIoU, ETA), one per period
-    and a last one, no redraws; --quiet prints none."""
+    and a last one, no redraws; --quiet prints none, nor Lightning's notes, nor what results record anyway."""
     import bench.core.progress
 
     monkeypatch.setattr(bench.core.progress, "EVERY_S", 3600.0)  # one period longer than the run: first and last
     assert main(["run", *TINY[:-1], "--out", str(tmp_path / "runs"), "--no-leaderboard", "--no-figure",
                  "--wandb", "off"]) == 0
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     lines = [line for line in err.splitlines() if " steps" in line]
     assert "\r" not in err
     assert len(lines) == 2 and lines[0].startswith("epoch 1/2  0/4 steps"), err
@@ -315,7 +315,10 @@ def test_one_progress_display_with_an_eta_and_plain_lines_in_a_log(tmp_path, cap
     assert lines[-1].startswith("epoch 2/2  4/4 steps  best val mIoU ") and "ETA 0s" in lines[-1]
     assert main(["run", *TINY, "--seed", "1", "--out", str(tmp_path / "runs"), "--no-leaderboard",
                  "--no-figure", "--wandb", "off"]) == 0
-    assert " steps" not in capsys.readouterr().err
+    quiet = capfd.readouterr().err
+    assert " steps" not in quiet
+    for note in ("GPU available", "TPU available", "max_epochs", "Automatic Mixed Precision", "random weights"):
+        assert note not in quiet, quiet
 
 
 def test_plain_progress_prints_at_most_one_line_per_period():
