@@ -199,13 +199,14 @@ def test_html_report_renders_in_headless_chromium(reference, tmp_path):
     pages = write_report(reference, site)
     assert [p.name for p in pages] == ["index.html", "samples_cross.html", "samples_intra.html", "label_free.html"]
 
-    def dom(page: str, hash_: str = "") -> str:
-        """The page as Chromium shows it once its script has run."""
+    def dom(page: str, hash_: str = "", *how: str) -> str:
+        """The page as Chromium shows it in a 1280 px wide window once its script has run (``how``: instead
+        of the DOM, e.g. a screenshot)."""
         return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                                "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                               "--disable-sync", f"--user-data-dir={tmp_path / 'chrome'}",
-                               "--virtual-time-budget=3000", "--dump-dom", (site / page).as_uri() + hash_],
-                              capture_output=True, text=True, timeout=120).stdout
+                               "--disable-sync", f"--user-data-dir={tmp_path / 'chrome'}", "--hide-scrollbars",
+                               "--window-size=1280,900", "--virtual-time-budget=3000", *(how or ["--dump-dom"]),
+                               (site / page).as_uri() + hash_], capture_output=True, text=True, timeout=120).stdout
 
     index = dom("index.html")
     assert "href=\"samples_cross.html\"" in index and "href=\"samples_intra.html\"" in index
@@ -216,12 +217,20 @@ def test_html_report_renders_in_headless_chromium(reference, tmp_path):
     assert rows[0][0] == "best" and "in-dist" in page and "samples_intra" in page
     assert "seed 0" in page and "model folder" in page  # provenance of each row
     loaded, total = map(int, re.search(r'data-images="(\d+)/(\d+)"', page).groups())
-    assert loaded == total == 2  # one run figure per row, copied into the site and shown from disk
+    assert loaded == total == 3 + 2  # forest, in-distribution, probabilities; one run figure per row: from disk
+    width, window = map(int, re.search(r'data-width="(\d+)/(\d+)"', page).groups())
+    assert width <= window == 1280  # the page, its table's default columns too, fits a laptop's width
+    assert re.search(r'<th data-col="commit" class="x">', page) and "<summary>columns</summary>" in page
+
+    def first_table(html: str) -> list[str]:
+        return re.findall(r'data-row="([^"]+)"', html.split('data-set="iou"')[2].split("</table>")[0])
 
     ascending = dom("samples_cross.html", "#sort=mIoU-asc")
-    first = re.findall(r'data-row="([^"]+)"', ascending)
-    assert first == [r[1] for r in rows][::-1]  # the address sorts the table: worst first
+    assert first_table(ascending) == first_table(page)[::-1]  # the address sorts the table: worst first
     assert 'aria-sort="ascending"' in ascending
+    shot = tmp_path / "samples_cross.png"
+    dom("samples_cross.html", "", f"--screenshot={shot}")
+    assert shot.stat().st_size > 20_000  # rendered, not a blank page
 
 
 def test_rewritten_leaderboards_do_not_make_a_checkout_dirty(tmp_path):

@@ -134,8 +134,8 @@ def table(results: list[dict[str, Any]], every: list[dict[str, Any]] | None = No
         for name, values in metrics:
             row[name], row[f"{name} ci95"] = seed_interval(values)
         for sev in sorted({s for r in rs for s in (r.get("per_severity") or {})}, key=int):
-            row[f"mIoU s{sev}"] = np.nanmean([_num((r.get("per_severity") or {}).get(sev, {}).get("miou"))
-                                              for r in rs])
+            row[f"mIoU s{sev}"], row[f"mIoU s{sev} ci95"] = seed_interval(
+                [_num((r.get("per_severity") or {}).get(sev, {}).get("miou")) for r in rs])
         row.update({"mode": mode_of(rs[0]), "trained on": trained_on(rs[0]),
                     "runs": len(rs), "seeds": ",".join(str(s) for s in sorted({r["seed"] for r in rs})),
                     "steps": ",".join(sorted({str((r.get("train") or {}).get("steps")) for r in rs})),

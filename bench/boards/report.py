@@ -12,6 +12,7 @@ some result records label-free estimates: how close they come to the labelled fi
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from bench.boards.label_free import write_label_free_page
 from bench.boards.field import METRIC_SETS, field_tables
 from bench.boards.leaderboard import (KEYS, display, kendall_tau, leading_comparisons, row_columns, row_groups,
                                       row_name, scenario_results, table, varying_settings)
-from bench.boards.plots import probability_plot, severity_columns, severity_plot
+from bench.boards.plots import forest_plot, in_distribution_plot, probability_plot, severity_columns, severity_plot
 from bench.boards.render import STATIC, render, static, warn_if_shrinks
 from bench.core.results import write_text
 
@@ -31,15 +32,33 @@ PAGE_COUNT = r'<meta name=results content="?(\d+)'
 INDEX_COUNT = r'<meta name=scenarios content="?(\d+)'
 
 
-def _cell(value: Any, numeric: float | None = None, text: bool = False, href: str | None = None) -> dict[str, Any]:
-    """A table cell: shown text, its sort value, whether it is text (left-aligned), a link."""
+#: columns a scenario page hides until the reader picks them (the row's tooltip tells most of them)
+EXTRA = ("trained on", "runs", "seeds", "steps", "train s", "reference", "commit", "in-dist (scenario)",
+         "rank in-dist → here")
+
+
+def _cell(value: Any, numeric: float | None = None, text: bool = False, href: str | None = None,
+          title: str | None = None) -> dict[str, Any]:
+    """A table cell: shown text, its sort value, whether it is text (left-aligned), a link, a tooltip."""
     shown = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
     sort = None if numeric is None or pd.isna(numeric) else f"{float(numeric):.6g}"
-    return {"text": shown, "value": sort, "text_cell": text, "href": href}
+    return {"text": shown, "value": sort, "text_cell": text, "href": href, "title": title}
 
 
-def board_rows(df: pd.DataFrame) -> tuple[list[str], list[dict[str, Any]]]:
-    """The sortable leaderboard's columns and rows; numeric cells carry their value for sorting."""
+def is_extra(column: str) -> bool:
+    """A column hidden by default: long text, provenance, and a shift's per-severity figures (drawn above)."""
+    return column in EXTRA or bool(re.fullmatch(r"mIoU s\d+", column))
+
+
+def row_tooltip(row: pd.Series) -> str:
+    """What a row's first cell tells on hover: what the model learned from, its runs and commits."""
+    return (f"trained on: {row.get('trained on', '?')}; {row.get('runs', '?')} run(s), seeds {row.get('seeds', '')}; "
+            f"commit {row.get('commit', '?')}")
+
+
+def board_rows(df: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The sortable leaderboard's columns (``{name, extra}``) and rows; numeric cells carry their value for
+    sorting, the first cell of a row its tooltip."""
     shown = display(df)
     numeric = {c: df[c] for c in df.columns if c in shown.columns and pd.api.types.is_numeric_dtype(df[c])}
     numeric["vs best"] = -df["best - this"].fillna(0).where(df["tied"].notna())
@@ -47,11 +66,11 @@ def board_rows(df: pd.DataFrame) -> tuple[list[str], list[dict[str, Any]]]:
         numeric["rank in-dist → here"] = df["rank"].astype("Float64")
     rows = []
     for i, row in shown.iterrows():
-        cells = [_cell(row[c], numeric[c][i] if c in numeric else None, text=c in KEYS or c == "commit")
-                 for c in shown.columns]
+        cells = [_cell(row[c], numeric[c][i] if c in numeric else None, text=c in KEYS or c == "commit",
+                       title=row_tooltip(df.loc[i]) if j == 0 else None) for j, c in enumerate(shown.columns)]
         rows.append({"cls": {"best": "best", "yes": "tied"}.get(df.loc[i, "tied"], ""),
                      "id": row_name(tuple(df.loc[i, KEYS])), "cells": cells})
-    return list(shown.columns), rows
+    return [{"name": c, "extra": is_extra(c)} for c in shown.columns], rows
 
 
 def metric_sets(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -65,7 +84,8 @@ def metric_sets(df: pd.DataFrame) -> list[dict[str, Any]]:
             cells = [_cell(row[c], _mean_of(row[c]) if c not in KEYS else None, text=c in KEYS) for c in shown.columns]
             rows.append({"cls": {"best": "best", "yes": "tied"}.get(df.loc[i, "tied"], ""),
                          "id": row_name(tuple(df.loc[i, KEYS])), "cells": cells})
-        sets.append({"key": key, "label": METRIC_SETS[key], "columns": list(shown.columns), "rows": rows})
+        sets.append({"key": key, "label": METRIC_SETS[key], "rows": rows,
+                     "columns": [{"name": c, "extra": False} for c in shown.columns]})
     return sets
 
 
@@ -77,18 +97,47 @@ def _mean_of(text: Any) -> float | None:
         return None
 
 
-def probabilities_figure(df: pd.DataFrame, groups: dict[tuple, list[dict[str, Any]]], dest: Path,
-                         name: str) -> str | None:
-    """The reliability and threshold figure of the rows whose models give probabilities (their first
-    run's counts); its path relative to the page, None when no row has them."""
+def probabilities_rows(df: pd.DataFrame, groups: dict[tuple, list[dict[str, Any]]]) -> list[tuple[str, dict]]:
+    """(row name, probability counts of its first run) of the rows whose models give probabilities."""
     rows = []
     for _, row in df.iterrows():
         first = min(groups[tuple(row[KEYS])], key=lambda r: r["seed"])
         if (first["metrics"].get("probabilities") or {}).get("calibration"):
             rows.append((row_name(tuple(row[KEYS])), first["metrics"]["probabilities"]))
-    if not rows:
-        return None
-    return probability_plot(rows[:10], dest / "figures" / name / "probabilities.png", name).relative_to(dest).as_posix()
+    return rows
+
+
+def page_figures(name: str, df: pd.DataFrame, groups: dict[tuple, list[dict[str, Any]]], scenario: dict[str, Any],
+                 dest: Path) -> list[dict[str, str]]:
+    """The figures a scenario page opens with, each ``{src, alt, caption}``: the forest plot, in distribution
+    against here (a scenario tested away from its training data), the severity curves (a shift), the
+    probabilities (models that give them)."""
+    folder, out = dest / "figures" / name, []
+
+    def add(path: Path | None, alt: str, caption: str) -> None:
+        if path is not None:
+            out.append({"src": path.relative_to(dest).as_posix(), "alt": alt, "caption": caption})
+
+    add(forest_plot(df, folder / "forest.png", name), f"mIoU of every row of {name} with its 95 % interval",
+        "Every row's mIoU with its 95 % interval over seeds, in board order. Diamond: the best row; black "
+        "edge: rows tied with it (hierarchical bootstrap); colour: trained here, zero-shot or fine-tuned; "
+        "hollow: not ranked (the reference is the model's own algorithm).")
+    add(in_distribution_plot(df, folder / "in_distribution.png", name), "in-distribution mIoU against mIoU here",
+        "Each row's mIoU in distribution (its own test data, or severity 0 of a shift) against here (the "
+        "strongest severity of a shift). On the dashed line a row lost nothing; the further below, the more "
+        "it lost away from its training data. Rows that keep their order lie along one line.")
+    if severity_columns(df):
+        add(severity_plot(df, folder / "severity.png", name, scenario), "mIoU against shift severity, one panel per model",
+            "mIoU against the shift's severity: one panel per model, one line per normalizer and adapter, the "
+            "band its 95 % interval over seeds.")
+    rows = probabilities_rows(df, groups)
+    if rows:
+        add(probability_plot(rows[:10], folder / "probabilities.png", name),
+            "reliability diagram and cloud BOA against the cloud-probability threshold",
+            "Left: the share of pixels predicted right against the model's confidence, per confidence bin (on "
+            "the dashed line a model is calibrated). Right: cloud BOA when cloud is predicted at a cloud "
+            "probability of at least the threshold. First run of each row that gives probabilities.")
+    return out
 
 
 def _figure(r: dict[str, Any], dest: Path, name: str) -> str | None:
@@ -142,8 +191,6 @@ def scenario_page(name: str, rs: list[dict[str, Any]], df: pd.DataFrame, dest: P
     row's figure and provenance."""
     s = rs[0]["scenario"]
     groups = row_groups(rs)
-    plot = (severity_plot(df, dest / "figures" / name / "severity.png", name, s).relative_to(dest).as_posix()
-            if severity_columns(df) else None)
     details = []
     for _, row in df.iterrows():
         k = tuple(row[KEYS])
@@ -152,8 +199,7 @@ def scenario_page(name: str, rs: list[dict[str, Any]], df: pd.DataFrame, dest: P
                         "figure": _figure(first, dest, name)})
     return render("scenario.html.j2", title=f"cloudbench: {name}", name=name, count=len(rs), scenario=s, n=len(rs),
                   label_space=rs[0]["metrics"].get("label_space", {}), tau=kendall_tau(df), command=command,
-                  sets=metric_sets(df), severity_plot=plot, merged=list(merged),
-                  probabilities_plot=probabilities_figure(df, groups, dest, name),
+                  sets=metric_sets(df), figures=page_figures(name, df, groups, s, dest), merged=list(merged),
                   leading=[(row_name(a), row_name(b), c) for a, b, c in leading_comparisons(df, groups)],
                   details=details, commands=sorted({r.get("command", "?") for r in rs}))
 

@@ -27,4 +27,20 @@ function fromHash(){
 }
 window.addEventListener('hashchange', fromHash); fromHash();
 window.addEventListener('load', () => { const imgs = [...document.images];
-  document.body.dataset.images = imgs.filter(i => i.complete && i.naturalWidth > 0).length + '/' + imgs.length; });
+  document.body.dataset.images = imgs.filter(i => i.complete && i.naturalWidth > 0).length + '/' + imgs.length;
+  document.body.dataset.width = document.documentElement.scrollWidth + '/' + window.innerWidth; });
+document.querySelectorAll('table.board').forEach(table => {
+  const heads = [...table.tHead.rows[0].cells];
+  if (!heads.some(h => h.classList.contains('x'))) return;
+  const picker = document.createElement('details'); picker.className = 'picker';
+  picker.innerHTML = '<summary>columns</summary>';
+  heads.forEach((th, i) => {
+    const label = document.createElement('label'), box = document.createElement('input');
+    box.type = 'checkbox'; box.checked = !th.classList.contains('x');
+    box.addEventListener('change', () => [th, ...[...table.tBodies[0].rows].map(r => r.children[i])]
+      .forEach(cell => cell.classList.toggle('shown', box.checked)));
+    if (box.checked) th.classList.add('shown');
+    label.append(box, ' ' + th.dataset.col); picker.append(label);
+  });
+  table.before(picker);
+});
