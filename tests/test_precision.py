@@ -84,8 +84,9 @@ def test_a_run_trains_and_evaluates_at_one_precision(tmp_path, monkeypatch, aske
     monkeypatch.setattr(Paths, "logits", lambda self, *a: used.append(self.precision) or logits(self, *a))
     res = run(RunConfig(model="unet_mnv2", norm="percentile", scenario="samples_cross", weights="random",
                         recipe={"max_steps": 1, "epochs": 1, "batch_size": 2, "samples_per_epoch": 2,
-                                "precision": asked},
-                        out=str(tmp_path), figure=False, leaderboards=False, wandb="off", progress=False))
+                                "precision": asked, "patch_size": 64},  # small tiles: bf16 may be emulated
+                        out=str(tmp_path), figure=False, leaderboards=False, wandb="off", progress=False,
+                        label_free=False))
     result = json.loads(res.path.read_text())
     assert result["train"]["precision"] == {"fp32": "32-true", "bf16": "bf16-mixed"}[expected]
     assert result["metrics"]["fast_paths"]["precision"] == expected and set(used) == {expected}
