@@ -54,16 +54,42 @@ def tiled(net: nn.Module, image: np.ndarray, tiling: Tiling, strips=None, batch_
     return np.concatenate([p[2][0] for p in parts])
 
 
-@pytest.mark.parametrize("shape", [(200, 170), (64, 64), (65, 97), (31, 300)])
+@pytest.mark.parametrize("shape", [(200, 170), (64, 64), (65, 97), (31, 300), (113, 64)])
 def test_overlapping_tiles_cover_every_pixel_once(shape):
     tiling = Tiling(64, 8)
     count = np.zeros(shape, dtype=int)
     for r0, r1 in tiling.strips(*shape, whole_pixels=0):
-        for (wr, wc, wr1, wc1), (dr, dc) in tiling.tiles(r0, r1, *shape):
+        for (wr, wc, wr1, wc1), (dr, dc, h, w) in tiling.tiles(r0, r1, *shape):
             assert 0 <= wr < wr1 <= shape[0] and 0 <= wc < wc1 <= shape[1] and wr1 - wr <= 64 and wc1 - wc <= 64
-            h, w = min(tiling.stride, r1 - wr - dr, wr1 - wr - dr), min(tiling.stride, wc1 - wc - dc)
+            # a tile is whole unless the scene's side is shorter than a tile: the last one sits flush
+            assert wr1 - wr == min(64, shape[0]) and wc1 - wc == min(64, shape[1])
             count[wr + dr:wr + dr + h, wc + dc:wc + dc + w] += 1
     assert (count == 1).all()
+
+
+def test_a_scene_that_fits_in_a_tile_is_one_tile_as_a_whole(ukis):
+    """512 x 512 with the 512 px default tile and 32 px overlap: one tile, not four; 101 x 100: one tile
+    padded to 128 x 128 (a multiple of 32), not to the tile's 512; both equal the untiled prediction."""
+    net = LocalNet(len(ukis[0])).eval()
+    for image, side in ((ukis[0][:, :512, :512], 512), (ukis[0][:, :101, :100], 128)):
+        tiling = Tiling(512, 32)
+        shapes = []
+        fast = class_batches(FastPaths(channels_last=False), net, "cpu")
+        run = lambda x: shapes.append(tuple(x.shape)) or fast(x)  # noqa: E731
+        out = np.concatenate([p[2][0] for p in predict_strips(lambda r0, r1: image[:, r0:r1], *image.shape[1:],
+                                                              tiling, run, 4)])
+        assert shapes == [(1, len(image), side, side)]
+        assert (out == whole(net, image[:, :, :])).all()
+
+
+def test_the_last_tile_sits_flush_with_the_edge():
+    assert Tiling(512).spans(1000) == [(0, 512, 0, 500), (488, 1000, 500, 1000)]  # 24 px overlap split at 500
+    tiling = Tiling(512, 32)  # at least 64 px of overlap: three tiles spread evenly
+    assert tiling.spans(1000) == [(0, 512, 0, 378), (244, 756, 378, 622), (488, 1000, 622, 1000)]
+    assert len(tiling.spans(512)) == 1 and tiling.size(101) == 128 and tiling.size(5000) == 512
+    spans = tiling.spans(10980)  # a full Sentinel-2 tile: every overlap at least 2 x 32 px
+    assert spans[0][0] == 0 and spans[-1][1] == 10980
+    assert all(a[1] - b[0] >= 64 for a, b in zip(spans, spans[1:]))
 
 
 def test_overlap_removes_seams_and_strips_change_nothing(ukis):
@@ -74,7 +100,8 @@ def test_overlap_removes_seams_and_strips_change_nothing(ukis):
         assert (tiled(net, image, tiling) == expected).all()
         strips = tiling.strips(*image.shape[1:], whole_pixels=0)
         assert len(strips) > 1 and (tiled(net, image, tiling, strips) == expected).all()
-    seams = tiled(net, image, Tiling(64, 0)) != expected  # without overlap, tile edges differ
+    even = image[:, :192, :128]  # sides that are multiples of the tile: without overlap, tiles only touch
+    seams = tiled(net, even, Tiling(64, 0)) != whole(net, even)  # and their edges differ
     assert seams.any() and not seams[1:63, 1:63].any()
 
 

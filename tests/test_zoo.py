@@ -84,6 +84,12 @@ def test_dl_l8s2_uv_port_gives_the_keras_probabilities(name, key):
         eo_p = torch.sigmoid(net(torch.from_numpy(np.moveaxis(eo[..., [1, 2, 3, 7, 11, 12][:n]], -1, 1).copy())))[:, 0].numpy()
     assert np.abs(ukis_p - ref[f"{key}_ukis"]).max() < 1e-4
     assert np.abs(eo_p - ref[f"{key}_eolearn"]).max() < 1e-4
+    from bench.run.inference import FastPaths, Tiling, class_batches, predict_strips
+
+    image = np.moveaxis(img[..., :n], -1, 0).copy()  # the 512 px patch, with the default tiling: one tile
+    run = class_batches(FastPaths(), FastPaths().prepare(built.module.eval(), "cpu"), "cpu", probabilities=True)
+    (_, _, out), = predict_strips(lambda r0, r1: image[:, r0:r1], *image.shape[1:], Tiling(512, 32), run, 1)
+    assert np.abs(out[1 + 1] - ref[f"{key}_ukis"]).max() < 1e-4  # thick_cloud: the model's cloud probability
     shipped = REPO / "bench" / "models" / "weights" / "dl_l8s2_uv" / "landsatbiomeRGBISWIR7.hdf5"
     assert sha256(shipped) == sha256(MODELS / shipped.name)  # the shipped file is upstream's
 

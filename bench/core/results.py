@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 #: version of the result document: 2 added the field's scores (PA, UA, F1, BOA), boundary tolerance,
-#: cloud cover and probability calibration to the metrics
+#: cloud cover and probability calibration to the metrics, and predicts with tiles flush with the scene's
+#: edges (a scene smaller than a tile as one tile)
 RESULT_FORMAT = 2
 PACKAGES = ("cloudbench", "torch", "torchvision", "segmentation-models-pytorch", "pytorch-lightning", "timm",
             "numpy", "rasterio", "pandas")

@@ -26,7 +26,6 @@ from torch import nn
 from bench.core.errors import ConfigError
 from bench.core.labels import N_CLASSES
 from bench.core.recipe import PRECISIONS
-from bench.data.splits import pad_to
 from bench.models.base import Contract, SceneModel
 
 #: a scene up to this many pixels is read whole (and its scene-level statistics are exact); a larger one
@@ -99,7 +98,11 @@ class FastPaths:
 
 @dataclass(frozen=True)
 class Tiling:
-    """Tiles of ``tile`` px; each keeps its centre and drops ``overlap`` px on every side that has a neighbour."""
+    """Tiles of ``tile`` px that overlap by at least ``2 * overlap`` px. Along each axis they are spread
+    evenly from one edge to the other, the first and the last flush with the scene's edges, and two
+    neighbours split their overlap at its middle: each keeps the half nearer its own centre and nothing
+    else is discarded. A side no longer than a tile is one tile, padded (mirrored) only to a multiple of
+    32, so a scene that fits in a tile is predicted as one tile, as a whole."""
 
     tile: int
     overlap: int = 0
@@ -112,22 +115,43 @@ class Tiling:
 
     @property
     def stride(self) -> int:
+        """The largest step between two tiles' starts (their overlap is then ``2 * overlap``)."""
         return self.tile - 2 * self.overlap
+
+    def size(self, length: int) -> int:
+        """The model input's side for a scene side of ``length`` px: the tile, or less for a short side."""
+        return min(self.tile, -(-length // 32) * 32)
+
+    def spans(self, length: int) -> list[tuple[int, int, int, int]]:
+        """``(start, end, core start, core end)`` of the tiles along a side of ``length`` px."""
+        if length <= self.tile:
+            return [(0, length, 0, length)]
+        n = -(-(length - self.tile) // self.stride) + 1
+        starts = [round(i * (length - self.tile) / (n - 1)) for i in range(n)]
+        cuts = [0, *((b + a + self.tile) // 2 for a, b in zip(starts, starts[1:])), length]
+        return [(s, s + self.tile, cuts[i], cuts[i + 1]) for i, s in enumerate(starts)]
 
     def strips(self, height: int, width: int, channels: int = 1, whole_pixels: int = WHOLE_PIXELS) -> list[tuple[int, int]]:
         """Core row ranges of the strips: the whole scene if it is small, else one row of tiles each."""
         if height * width <= whole_pixels:
             return [(0, height)]
-        return [(r, min(r + self.stride, height)) for r in range(0, height, self.stride)]
+        return [(c0, c1) for _, _, c0, c1 in self.spans(height)]
 
-    def tiles(self, r0: int, r1: int, height: int, width: int) -> Iterator[tuple[tuple[int, int, int, int], tuple[int, int]]]:
-        """``(read window, core offset)`` of the tiles whose cores cover rows ``r0:r1``: the window is
-        ``(row0, col0, row1, col1)`` in the scene, the core starts ``(drow, dcol)`` inside it."""
-        for cr in range(r0, r1, self.stride):
-            for cc in range(0, width, self.stride):
-                wr, wc = max(cr - self.overlap, 0), max(cc - self.overlap, 0)
-                yield (wr, wc, min(cr + self.stride + self.overlap, height),
-                       min(cc + self.stride + self.overlap, width)), (cr - wr, cc - wc)
+    def tiles(self, r0: int, r1: int, height: int, width: int) -> Iterator[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
+        """``(read window, core)`` of the tiles whose cores cover rows ``r0:r1``: the window is ``(row0, col0,
+        row1, col1)`` in the scene, the core ``(drow, dcol, rows, cols)`` inside it."""
+        for rs, re_, c0, c1 in self.spans(height):
+            if r0 <= c0 < r1:
+                for cs, ce, k0, k1 in self.spans(width):
+                    yield (rs, cs, re_, ce), (c0 - rs, k0 - cs, c1 - c0, k1 - k0)
+
+
+def pad_mirrored(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Mirror the last two axes at the bottom / right to ``height`` x ``width`` (no copy when they fit)."""
+    h, w = x.shape[-2:]
+    if (h, w) == (height, width):
+        return x
+    return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, height - h), (0, width - w)], mode="symmetric")
 
 
 class HeldRows:
@@ -153,24 +177,25 @@ Reader = Callable[[int, int], np.ndarray]  # rows r0:r1 -> (C, r1 - r0, W) model
 Batch = Callable[[torch.Tensor], np.ndarray]  # (N, C, T, T) -> (N, K, T, T) per-pixel outputs
 
 
-Tile = tuple[int, tuple[int, int, int, int], tuple[int, int], np.ndarray]  # strip, window, core offset, input
+Tile = tuple[int, tuple[int, int, int, int], tuple[int, int, int, int], np.ndarray]  # strip, window, core, input
 
 
 def tile_stream(read: Reader, height: int, width: int, tiling: Tiling, strips: list[tuple[int, int]],
                 tile_fn: Callable[[np.ndarray], np.ndarray] | None = None,
                 on_strip: Callable[[int, int], None] | None = None) -> Iterator[Tile]:
     """Every tile of the scene, strip after strip, in row-major order: its strip index, read window, core
-    offset and model input (``tile_fn`` applied, mirrored to full size, NaN as 0). ``on_strip(k, n)`` is
+    and model input (``tile_fn`` applied, mirrored to the tiling's size, NaN as 0). ``on_strip(k, n)`` is
     called with each strip's tile count before its tiles."""
+    th, tw = tiling.size(height), tiling.size(width)
     for k, (r0, r1) in enumerate(strips):
-        top, bottom = max(r0 - tiling.overlap, 0), min(r1 + tiling.overlap, height)
-        image = read(top, bottom)
         windows = list(tiling.tiles(r0, r1, height, width))
+        top, bottom = min(w[0][0] for w in windows), max(w[0][2] for w in windows)
+        image = read(top, bottom)
         if on_strip:
             on_strip(k, len(windows))
         for (wr, wc, wr1, wc1), core in windows:
             t = image[:, wr - top:wr1 - top, wc:wc1]
-            t = pad_to(tile_fn(t) if tile_fn else t, tiling.tile).astype(np.float32)
+            t = pad_mirrored(tile_fn(t) if tile_fn else t, th, tw).astype(np.float32, copy=False)
             yield k, (wr, wc, wr1, wc1), core, np.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)
         del image
 
@@ -201,9 +226,8 @@ def predict_strips(read: Reader, height: int, width: int, tiling: Tiling, run_ba
 
     done = 0
     for chunk, x in input_batches(tile_stream(read, height, width, tiling, strips, tile_fn, opened), batch_size):
-        for (k, (wr, wc, wr1, wc1), (dr, dc), _), o in zip(chunk, run_batch(x)):
+        for (k, (wr, wc, _, _), (dr, dc, h, w), _), o in zip(chunk, run_batch(x)):
             r0, r1 = strips[k]
-            h, w = min(tiling.stride, r1 - wr - dr, wr1 - wr - dr), min(tiling.stride, wc1 - wc - dc)
             if open_[k][0] is None:
                 open_[k][0] = np.zeros((o.shape[0], r1 - r0, width), dtype=o.dtype)
             open_[k][0][:, wr + dr - r0:wr + dr - r0 + h, wc + dc:wc + dc + w] = o[:, dr:dr + h, dc:dc + w]
