@@ -134,12 +134,18 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                         description="Predict a whole scene, strip by strip, into a cloud-optimised GeoTIFF with "
                         "the input's georeferencing: class codes 0 clear, 1 thick cloud, 2 thin cloud, 3 cloud "
                         "shadow, 255 nodata, with a colour table.")
-    pr.add_argument("input", help="a GeoTIFF, an L1C .SAFE folder or its zip")
+    pr.add_argument("input", nargs="+", help="a GeoTIFF, an L1C .SAFE folder or its zip; with --out-dir, several, "
+                    "folders of them, glob patterns ('scenes/*.tif') or list files (@scenes.txt, one path a line)")
     which = pr.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="a pretrained model of the zoo, run zero-shot (bench list models)")
     which.add_argument("--run", help="a trained run: its result JSON, its model folder or its model.pt")
-    pr.add_argument("--out", required=True, help="the mask GeoTIFF to write")
-    pr.add_argument("--probabilities", help="also write the 4 class probabilities to this GeoTIFF")
+    out = pr.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", help="the mask GeoTIFF to write (one scene)")
+    out.add_argument("--out-dir", help="a folder for the masks of many scenes, <stem>.tif each; a scene whose mask "
+                     "is there is skipped (unless --overwrite), so the same command resumes an interrupted batch")
+    pr.add_argument("--probabilities", help="also write the 4 class probabilities to this GeoTIFF (one scene)")
+    pr.add_argument("--write-probabilities", action="store_true", help="with --out-dir: also write "
+                    "<stem>_probabilities.tif")
     pr.add_argument("--probability-type", default="uint8", help="uint8 (percent, nodata 255; default) or float32")
     pr.add_argument("--bands", help="the GeoTIFF's bands in file order, e.g. B02,B03,B04,B08 (default: its band "
                     "descriptions)")
@@ -346,12 +352,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
         check_bands(bands, "--bands")
     device = args.device or default_device()
     fast = FastPaths(resolve_precision(args.precision, device), not args.no_channels_last, args.compile)
+    if args.out and (len(args.input) > 1 or args.write_probabilities):
+        raise ConfigError("--out names one mask: give --out-dir for several scenes (and --write-probabilities)")
+    if args.out_dir and args.probabilities:
+        raise ConfigError("--probabilities names one file: with --out-dir, pass --write-probabilities")
     predictor = load_predictor(args.model, args.run, args.weights)
-    written = predict(predictor, args.input, args.out, args.probabilities, bands, args.scale, args.offset,
-                      args.tile, args.overlap, args.batch_size, device, fast, args.probability_type,
-                      args.overwrite, not args.quiet)
+    options = dict(bands=bands, scale=args.scale, offset=args.offset, tile=args.tile, overlap=args.overlap,
+                   batch_size=args.batch_size, device=device, fast=fast, probability_type=args.probability_type)
+    if args.out_dir:
+        return predict_scenes(predictor, args, options)
+    written = predict(predictor, args.input[0], args.out, args.probabilities, overwrite=args.overwrite,
+                      progress=not args.quiet, **options)
     print(written.summary())
     return 0
+
+
+def predict_scenes(predictor: Any, args: argparse.Namespace, options: dict[str, Any]) -> int:
+    """``bench predict ... --out-dir``: every scene's mask, a summary table, exit 1 if any scene failed."""
+    from tabulate import tabulate
+
+    from bench.run.predict_many import predict_many, scene_paths
+
+    outcomes = predict_many(predictor, scene_paths(args.input), args.out_dir, args.write_probabilities,
+                            args.overwrite, not args.quiet, **options)
+    print(tabulate([o.row() for o in outcomes], headers=["scene", "status", "seconds", "detail"]))
+    failed = [o for o in outcomes if o.status == "failed"]
+    counts = {k: sum(o.status == k for o in outcomes) for k in ("written", "skipped", "failed")}
+    print(f"\n{len(outcomes)} scenes: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + f"; masks in {args.out_dir}")
+    return 1 if failed else 0
 
 
 def cmd_assess(args: argparse.Namespace) -> int:

@@ -356,3 +356,48 @@ def test_a_scene_predicted_in_strips_equals_it_predicted_whole(tmp_path, ukis, n
         masks.append(rasterio.open(tmp_path / name).read(1))
     agree = (masks[0] == masks[1]).mean()
     assert agree == 1 if norm is None else agree > 0.99  # scene statistics: exact whole, streamed in strips
+
+
+def test_a_folder_of_scenes_with_one_command_resumes_and_reports_a_failure(tmp_path, capsys):
+    """--out-dir: each scene's mask with its class percentages; a broken scene is reported and the others
+    go on (exit 1); the same command again skips the complete masks and redoes an interrupted one."""
+    import shutil
+
+    scenes = tmp_path / "scenes"
+    shutil.copytree(EOLEARN.parent, scenes)
+    (scenes / "zz_broken.tif").write_text("not a GeoTIFF")
+    args = ["predict", "--model", "s2cloudless", str(scenes), "--out-dir", str(tmp_path / "masks"),
+            "--bands", ",".join(S2), "--quiet"]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "6 scenes: 5 written, 0 skipped, 1 failed" in out and "zz_broken.tif   failed" in out
+    masks = sorted((tmp_path / "masks").glob("*.tif"))
+    assert [m.stem for m in masks] == [p.stem for p in sorted(EOLEARN.parent.glob("*.tif"))]
+    with rasterio.open(masks[1]) as m:  # 2015-07-31: almost all cloud
+        tags, classes = m.tags(), m.read(1)
+    cloud = np.isin(classes, [1, 2]).sum() / (classes != 255).sum()
+    assert float(tags["cloud_percent"]) == pytest.approx(100 * cloud, abs=0.01) and cloud > 0.9
+    assert sum(float(tags[f"{c}_percent"]) for c in ("clear", "thick_cloud", "thin_cloud", "cloud_shadow")) == pytest.approx(100, abs=0.05)
+    masks[0].unlink()  # as if a kill had stopped the batch before its first mask was renamed into place
+    (tmp_path / "masks" / f".{masks[0].name}.partial").write_bytes(b"half a file")
+    (scenes / "zz_broken.tif").unlink()
+    assert main(args) == 0
+    assert "5 scenes: 1 written, 4 skipped, 0 failed" in capsys.readouterr().out and masks[0].exists()
+
+
+def test_inputs_by_glob_and_list_file_and_an_output_that_is_an_input_is_never_written(tmp_path, capsys):
+    from bench.run.predict_many import scene_paths
+
+    listed = tmp_path / "scenes.txt"
+    listed.write_text(f"{EOLEARN}  # the July scene\n\n{EOLEARN.parent / '2015-07-31.tif'}\n")
+    assert scene_paths([f"@{listed}", str(EOLEARN.parent / "2015-07-*.tif")]) == [
+        EOLEARN, EOLEARN.parent / "2015-07-31.tif"]
+    with pytest.raises(DataError, match="names no scene"):
+        scene_paths([str(tmp_path / "*.tif")])
+    copy = tmp_path / "scene.tif"
+    copy.write_bytes(EOLEARN.read_bytes())
+    for extra in ([], ["--overwrite"]):
+        assert main(["predict", "--model", "s2cloudless", str(copy), "--out", str(tmp_path / "." / "scene.tif"),
+                     "--bands", ",".join(S2), "--quiet", *extra]) == 2
+        assert "is the input scene" in capsys.readouterr().err
+    assert copy.read_bytes() == EOLEARN.read_bytes()

@@ -153,11 +153,12 @@ def predict(predictor: Predictor, source: str | Path, out: str | Path, probabili
             bands: list[str] | None = None, scale: float | None = None, offset: float = 0.0, tile: int = 512,
             overlap: int = 32, batch_size: int = 4, device: str = "cpu", fast: FastPaths | None = None,
             probability_type: str = "uint8", overwrite: bool = False, progress: bool = True,
-            whole_pixels: int = WHOLE_PIXELS) -> Written:
-    """Predict the scene at ``source`` and write its class mask to ``out`` (see the module docstring)."""
+            whole_pixels: int = WHOLE_PIXELS, bar: Progress | None = None) -> Written:
+    """Predict the scene at ``source`` and write its class mask to ``out`` (see the module docstring);
+    ``bar``: a progress display of several scenes to count this one's tiles in (else its own)."""
     t0 = time.perf_counter()
     outputs = [Path(p) for p in (out, probabilities) if p is not None]
-    check_outputs(outputs, overwrite, probability_type, predictor, probabilities)
+    check_outputs(outputs, overwrite, probability_type, predictor, probabilities, source)
     if predictor.normalizer.level == "patch" and predictor.patch and tile != predictor.patch:
         tile = predictor.patch  # statistics of each tile: the tile it was trained with
     tiling, fast = Tiling(tile, overlap), fast or FastPaths()
@@ -166,15 +167,25 @@ def predict(predictor: Predictor, source: str | Path, out: str | Path, probabili
         reader = scene_reader(raster, predictor.normalizer, strips, progress)
         with MaskWriter(Path(out), raster, predictor, tiling, fast, probabilities, probability_type) as writer:
             n_tiles = sum(len(list(tiling.tiles(r0, r1, raster.height, raster.width))) for r0, r1 in strips)
-            bar = Progress(n_tiles, "tiles", f"predict {Path(source).name}", enabled=progress)
+            own = bar is None
+            shown = Progress(n_tiles, "tiles", f"predict {Path(source).name}", enabled=progress) if own else bar
+            first = shown.done
             for r0, r1, outputs_ in scene_strips(predictor, reader, raster, tiling, strips, batch_size, device, fast,
-                                                 probabilities is not None, bar):
+                                                 probabilities is not None, shown):
                 writer.write(r0, r1, outputs_, reader[1](r0, r1))
-                bar.update(0, status=f"{bar.done / max(time.perf_counter() - t0, 1e-9):.1f} tiles/s")
-            bar.close()
+                rate = (shown.done - first) / max(time.perf_counter() - t0, 1e-9)
+                shown.update(0, status=f"{rate:.1f} tiles/s", desc=None if own else f"predict {Path(source).name}")
+            if own:
+                shown.close()
     return Written(Path(out), Path(probabilities) if probabilities else None, raster.height, raster.width,
                    n_tiles, time.perf_counter() - t0,
                    fast.describe() if isinstance(predictor.module, nn.Module) else None, writer.nodata)
+
+
+def is_same_path(out: Path, source: Path) -> bool:
+    """``out`` is ``source`` or lies inside it (a .SAFE folder), after links and ``..`` are resolved."""
+    out, source = out.expanduser().resolve(), source.expanduser().resolve()
+    return out == source or source in out.parents
 
 
 def gdal_cache():  # noqa: ANN201 - a rasterio.Env
@@ -186,9 +197,12 @@ def gdal_cache():  # noqa: ANN201 - a rasterio.Env
 
 
 def check_outputs(outputs: list[Path], overwrite: bool, probability_type: str, predictor: Predictor,
-                  probabilities: str | Path | None) -> None:
-    """Refuse what cannot be written before anything is read."""
+                  probabilities: str | Path | None, source: str | Path | None = None) -> None:
+    """Refuse what cannot be written before anything is read: an output that is (or resolves to) the input
+    is never written, even with ``overwrite``."""
     for p in outputs:
+        if source is not None and is_same_path(p, Path(source)):
+            raise ConfigError(f"{p} is the input scene {source}; write the mask elsewhere")
         if p.exists() and not overwrite:
             raise ConfigError(f"{p} exists; pass --overwrite to replace it")
     if probability_type not in PROBABILITY_TYPES:
@@ -257,7 +271,7 @@ class MaskWriter:
     def __init__(self, out: Path, raster: Raster, predictor: Predictor, tiling: Tiling, fast: FastPaths,
                  probabilities: str | Path | None, probability_type: str) -> None:
         self.out, self.raster, self.prob_path = out, raster, Path(probabilities) if probabilities else None
-        self.prob_type, self.nodata = probability_type, 0
+        self.prob_type, self.nodata, self.counts = probability_type, 0, np.zeros(len(CLASSES), dtype=np.int64)
         self.tags = {"model": predictor.name, **{k: str(v) for k, v in predictor.source.items()},
                      "bands": ",".join(predictor.bands), "source": str(raster.path),
                      "tile": str(tiling.tile), "overlap": str(tiling.overlap),
@@ -297,6 +311,7 @@ class MaskWriter:
         self.nodata += int(nodata.sum())
         classes = outputs[0].astype(np.uint8)
         classes[nodata] = NODATA
+        self.counts += np.bincount(classes.ravel(), minlength=256)[:len(CLASSES)]
         self.mask.write(classes, 1, window=window)
         if self.probs is not None:
             p = outputs[1:]
@@ -307,6 +322,8 @@ class MaskWriter:
     def __exit__(self, kind, error, trace) -> None:  # noqa: ANN001
         from rasterio.shutil import copy as copy_raster
 
+        if kind is None:  # the share of each class among the valid pixels, what a catalogue's cloud cover reads
+            self.mask.update_tags(**class_percentages(self.counts))
         for dst in (self.mask, self.probs):
             if dst is not None:
                 dst.close()
@@ -321,6 +338,13 @@ class MaskWriter:
             for part, final in self.parts:
                 part.unlink(missing_ok=True)
                 final.with_name(f".{final.name}.cog").unlink(missing_ok=True)
+
+
+def class_percentages(counts: np.ndarray) -> dict[str, str]:
+    """Tags ``<class>_percent`` (of the valid pixels, 2 decimals) and ``cloud_percent`` (thick + thin)."""
+    total = max(int(counts.sum()), 1)
+    tags = {f"{name}_percent": f"{100 * n / total:.2f}" for name, n in zip(CLASSES, counts)}
+    return {**tags, "cloud_percent": f"{100 * (counts[1] + counts[2]) / total:.2f}"}
 
 
 def colour_table() -> dict[int, tuple[int, int, int, int]]:

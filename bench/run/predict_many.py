@@ -1,0 +1,118 @@
+"""``bench predict`` over many scenes: files, folders, globs and list files in, one mask per scene out.
+
+    from bench.run.predict import load_predictor
+    from bench.run.predict_many import predict_many, scene_paths
+    outcomes = predict_many(load_predictor(model="ukis_csmask_6b_l1c"), scene_paths(["scenes/"]), "masks/")
+
+Each scene's mask is ``<out dir>/<stem>.tif`` (probabilities, if asked, ``<stem>_probabilities.tif``). A
+mask is renamed into place only when it is complete, so a scene whose mask exists is done: it is skipped
+unless ``overwrite``, and the same command resumes an interrupted batch. One progress display counts the
+tiles of every scene, with an ETA. A scene that fails is reported and the others go on.
+"""
+
+from __future__ import annotations
+
+import glob
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.core.errors import BenchError, ConfigError, DataError
+from bench.core.progress import Progress
+from bench.data.rasters import open_scene
+from bench.run.inference import Tiling
+from bench.run.predict import Predictor, predict
+
+SCENE_SUFFIXES = (".tif", ".tiff", ".zip")  # and .SAFE folders
+
+
+@dataclass
+class Outcome:
+    """What happened to one scene: ``written``, ``skipped`` (its mask exists) or ``failed``."""
+
+    scene: Path
+    mask: Path
+    status: str
+    seconds: float = 0.0
+    detail: str = ""  # the error of a failed scene; the cloud percentage of a written one
+
+    def row(self) -> list[Any]:
+        """The summary table's row."""
+        return [self.scene.name, self.status, f"{self.seconds:.1f}" if self.seconds else "", self.detail]
+
+
+def scene_paths(inputs: list[str]) -> list[Path]:
+    """The scenes ``inputs`` name, in order, each once: a GeoTIFF or L1C product (``.SAFE`` folder or zip), a
+    folder of them, a glob pattern, or a list file (``@scenes.txt``: one path per line, relative to the
+    file; ``#`` starts a comment). Refuses an input that names nothing."""
+    found: list[Path] = []
+    for item in inputs:
+        if item.startswith("@"):
+            listed = Path(item[1:]).expanduser()
+            if not listed.is_file():
+                raise DataError(f"{item}: no such list file")
+            lines = [line.split("#")[0].strip() for line in listed.read_text().splitlines()]
+            paths = [p if p.is_absolute() else listed.parent / p for p in map(Path, filter(None, lines))]
+        elif any(ch in item for ch in "*?["):
+            paths = [Path(p) for p in sorted(glob.glob(str(Path(item).expanduser())))]
+        elif Path(item).expanduser().is_dir() and not item.rstrip("/").upper().endswith(".SAFE"):
+            folder = Path(item).expanduser()
+            paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in SCENE_SUFFIXES or p.suffix.upper() == ".SAFE")
+        else:
+            paths = [Path(item).expanduser()]
+        if not paths:
+            raise DataError(f"{item}: names no scene (GeoTIFF, .SAFE folder or zip)")
+        found += [p for p in paths if p not in found]
+    return found
+
+
+def mask_path(out_dir: Path, scene: Path, suffix: str = "") -> Path:
+    """``<out_dir>/<stem><suffix>.tif`` of a scene (a .SAFE's name without .SAFE / .zip)."""
+    stem = scene.name.removesuffix(".zip").removesuffix(".SAFE")
+    return out_dir / f"{Path(stem).stem if stem.lower().endswith(('.tif', '.tiff')) else stem}{suffix}.tif"
+
+
+def tile_count(scene: Path, tiling: Tiling, bands: list[str] | None, predictor: Predictor) -> int:
+    """How many tiles a scene takes (0 where it cannot be opened: it fails later, with its reason)."""
+    try:
+        with open_scene(scene, bands).select(predictor.bands) as raster:
+            return sum(len(list(tiling.tiles(r0, r1, raster.height, raster.width)))
+                       for r0, r1 in tiling.strips(raster.height, raster.width))
+    except (BenchError, OSError):
+        return 0
+
+
+def predict_many(predictor: Predictor, scenes: list[Path], out_dir: str | Path, probabilities: bool = False,
+                 overwrite: bool = False, progress: bool = True, **options: Any) -> list[Outcome]:
+    """Each scene's mask under ``out_dir`` (see the module docstring); ``options`` go to :func:`predict`."""
+    out_dir = Path(out_dir)
+    if any(out_dir.resolve() == s.resolve() for s in scenes):
+        raise ConfigError(f"--out-dir {out_dir} is one of the inputs")
+    todo = [s for s in scenes if overwrite or not mask_path(out_dir, s).exists()]
+    tiling = Tiling(options.get("tile", 512), options.get("overlap", 32))
+    total = sum(tile_count(s, tiling, options.get("bands"), predictor) for s in todo)
+    bar = Progress(total, "tiles", f"{len(todo)} scenes", enabled=progress)
+    outcomes = []
+    for scene in scenes:
+        mask = mask_path(out_dir, scene)
+        if scene not in todo:
+            outcomes.append(Outcome(scene, mask, "skipped", detail="its mask exists (--overwrite replaces it)"))
+            continue
+        t0 = time.perf_counter()
+        try:
+            prob = mask_path(out_dir, scene, "_probabilities") if probabilities else None
+            predict(predictor, scene, mask, prob, overwrite=overwrite, progress=progress, bar=bar, **options)
+            outcomes.append(Outcome(scene, mask, "written", time.perf_counter() - t0, cloud_of(mask)))
+        except (BenchError, OSError, ValueError) as err:
+            outcomes.append(Outcome(scene, mask, "failed", time.perf_counter() - t0, str(err)))
+    bar.close()
+    return outcomes
+
+
+def cloud_of(mask: Path) -> str:
+    """``cloud 12.34 %`` from a written mask's tags."""
+    import rasterio
+
+    with rasterio.open(mask) as m:
+        return f"cloud {m.tags().get('cloud_percent', '?')} %"
