@@ -401,3 +401,22 @@ def test_inputs_by_glob_and_list_file_and_an_output_that_is_an_input_is_never_wr
                      "--bands", ",".join(S2), "--quiet", *extra]) == 2
         assert "is the input scene" in capsys.readouterr().err
     assert copy.read_bytes() == EOLEARN.read_bytes()
+
+
+def test_inputs_whose_units_are_wrong_or_with_no_valid_pixel_are_refused_before_predicting(tmp_path, capsys):
+    """Digital numbers stored as floats (read as reflectance), reflectance stored as integers x 1 (read as
+    digital numbers), and a scene that is all nodata: each refused with the file and what to pass."""
+    with rasterio.open(EOLEARN) as src:
+        dn, profile = src.read(), src.profile
+    cases = {"dn_as_float.tif": (dn.astype("float32"), "float32", 0, "--scale 0.0001"),
+             "reflectance_as_dn.tif": ((dn > 1500).astype("uint16"), "uint16", None, "--scale 1"),
+             "all_nodata.tif": (np.zeros_like(dn), "uint16", 0, "no valid pixel")}
+    for name, (data, dtype, nodata, says) in cases.items():
+        path = tmp_path / name
+        with rasterio.open(path, "w", **{**profile, "dtype": dtype, "nodata": nodata}) as dst:
+            dst.write(data.astype(dtype))
+        assert main(["predict", "--model", "s2cloudless", str(path), "--out", str(tmp_path / f"mask_{name}"),
+                     "--bands", ",".join(S2), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert str(path) in err and says in err, err
+        assert not (tmp_path / f"mask_{name}").exists()

@@ -30,6 +30,9 @@ from bench.core.errors import DataError, did_you_mean
 from bench.data.datasets.base import S2_BANDS
 
 SAFE_METADATA = "MTD_MSIL1C.xml"
+SAMPLE_STEP = 16  # the scene checks read every 16th row and column
+REFLECTANCE_MEDIAN_MAX = 2.0  # a band's median reflectance above this: digital numbers read as reflectance
+REFLECTANCE_MAX_MIN = 0.02  # no reflectance above this in any band: reflectance scaled down a second time
 
 
 def band_name(text: str | None) -> str | None:
@@ -67,6 +70,11 @@ class Raster:
 
     def read(self, row0: int, row1: int) -> np.ndarray:
         """Rows ``row0:row1`` of the selected bands: float32 reflectance, NaN at nodata."""
+        raise NotImplementedError
+
+    def sample(self, step: int = SAMPLE_STEP) -> np.ndarray:
+        """Every ``step``-th row and column of the selected bands (reflectance, NaN at nodata), for checks
+        that must see the whole scene before any pixel is predicted."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -122,6 +130,16 @@ class GeoTiff(Raster):
         x[np.ma.getmaskarray(raw)] = np.nan
         return x
 
+    def sample(self, step: int = SAMPLE_STEP) -> np.ndarray:
+        from rasterio.enums import Resampling
+
+        idx = [self.bands.index(b) + 1 for b in self.wanted]
+        shape = (len(idx), max(self.height // step, 1), max(self.width // step, 1))
+        raw = self.src.read(idx, out_shape=shape, masked=True, resampling=Resampling.nearest)
+        x = (raw.data.astype(np.float32) + np.float32(self.offset)) * np.float32(self.scale)
+        x[np.ma.getmaskarray(raw)] = np.nan
+        return x
+
     def close(self) -> None:
         self.src.close()
 
@@ -165,9 +183,42 @@ class Safe(Raster):
             out[i][dn == 0] = np.nan
         return out
 
+    def sample(self, step: int = SAMPLE_STEP) -> np.ndarray:
+        from rasterio.enums import Resampling
+
+        shape = (max(self.height // step, 1), max(self.width // step, 1))
+        out = np.empty((len(self.wanted), *shape), dtype=np.float32)
+        for i, b in enumerate(self.wanted):
+            dn = self.sources[b].read(1, out_shape=shape, resampling=Resampling.nearest)
+            out[i] = (dn.astype(np.float32) + np.float32(self.offsets[b])) / np.float32(self.quantification)
+            out[i][dn == 0] = np.nan
+        return out
+
     def close(self) -> None:
         for v in {*self.views.values(), *self.sources.values()}:
             v.close()
+
+
+def check_scene(raster: Raster) -> None:
+    """Refuse, before any pixel is predicted, a scene with no valid pixel or whose values say its units are
+    wrong: digital numbers read as reflectance (a median above :data:`REFLECTANCE_MEDIAN_MAX`), or
+    reflectance divided by 10,000 as if it were digital numbers (nothing above :data:`REFLECTANCE_MAX_MIN`).
+    Checked on every :data:`SAMPLE_STEP`-th row and column, naming the file, the band and what to pass."""
+    x = raster.sample()
+    valid = np.isfinite(x).all(0)
+    if not valid.any():
+        raise DataError(f"{raster.path}: no valid pixel (every {SAMPLE_STEP}th row and column is nodata in "
+                        f"{', '.join(raster.wanted)}); nothing to mask")
+    median = np.median(x[:, valid], axis=1)
+    units = raster.meta.get("units", "its units")
+    if median.max() > REFLECTANCE_MEDIAN_MAX:
+        b = int(median.argmax())
+        raise DataError(f"{raster.path}: band {raster.wanted[b]} has median {median[b]:.4g} as reflectance "
+                        f"({units}): these look like digital numbers read as reflectance; pass --scale 0.0001 "
+                        "(and --offset -1000 for processing baseline 04.00 or later)")
+    if np.nanmax(x[:, valid]) < REFLECTANCE_MAX_MIN:
+        raise DataError(f"{raster.path}: no value above {np.nanmax(x[:, valid]):.3g} as reflectance ({units}): "
+                        "these look like reflectance divided by 10,000 again; pass --scale 1")
 
 
 def safe_files(path: Path) -> tuple[bytes, dict[str, str]]:

@@ -42,7 +42,7 @@ from bench.core.labels import EvalSpace
 from bench.core.progress import Progress
 from bench.core.registry import get_registry
 from bench.core.results import CACHE, read_result
-from bench.data.rasters import open_scene
+from bench.data.rasters import check_scene, open_scene
 from bench.data.sanity import band_stats, normalized
 from bench.data.scenarios import load_scenario
 from bench.data.shifts import shifted
@@ -293,6 +293,7 @@ def file_scenes(paths: list[Path], bands: list[str] | None, scale: float | None,
     for path in paths:
         def scene(row: Row, path: Path = path) -> SceneInput:
             raster = open_scene(path, bands, scale, offset).select(row.predictor.bands)
+            check_scene(raster)
             strips = Tiling(tile).strips(raster.height, raster.width)
             read, _, normalize = scene_reader(raster, row.predictor.normalizer, strips, False)
             return SceneInput(path.name, raster.height, raster.width, lambda r0, r1: normalize(read(r0, r1)),

@@ -30,7 +30,7 @@ from bench.core.progress import Progress
 from bench.core.registry import get_registry
 from bench.core.results import read_result
 from bench.data.normalizers import Normalizer
-from bench.data.rasters import Raster, open_scene
+from bench.data.rasters import Raster, check_scene, open_scene
 from bench.models.base import MASKS, TRAINED, Contract, SceneModel, contract_of
 from bench.run.checkpoints import load_torch
 from bench.run.inference import (WHOLE_PIXELS, FastPaths, HeldRows, Tiling, class_batches, predict_strips,
@@ -163,6 +163,7 @@ def predict(predictor: Predictor, source: str | Path, out: str | Path, probabili
         tile = predictor.patch  # statistics of each tile: the tile it was trained with
     tiling, fast = Tiling(tile, overlap), fast or FastPaths()
     with gdal_cache(), open_scene(source, bands, scale, offset).select(predictor.bands) as raster:
+        check_scene(raster)
         strips = tiling.strips(raster.height, raster.width, whole_pixels=whole_pixels)
         reader = scene_reader(raster, predictor.normalizer, strips, progress)
         with MaskWriter(Path(out), raster, predictor, tiling, fast, probabilities, probability_type) as writer:
