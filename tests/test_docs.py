@@ -225,6 +225,22 @@ def test_every_bench_command_in_the_docs_is_valid(cmd):
         check_whole(cmd)
 
 
+def options(parser: argparse.ArgumentParser, prefix: str = "bench") -> list[tuple[str, str]]:
+    """(command, option) for every long option of every subcommand, at any depth."""
+    out = [(prefix, o) for a in parser._actions for o in a.option_strings if o.startswith("--") and o != "--help"]
+    action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    for sub, p in (action.choices.items() if action else ()):
+        out += options(p, f"{prefix} {sub}")
+    return out
+
+
+def test_every_option_of_bench_is_in_the_docs():
+    text = "\n".join(p.read_text() for p in PAGES)
+    missing = [f"{cmd} {o}" for cmd, o in options(cli.build_parser())
+               if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", text)]
+    assert not missing, f"options no page mentions (say what they do in docs/): {missing}"
+
+
 def test_the_readme_sets_up_with_the_two_commands_ci_runs():
     shown = [m["body"].strip() for m in FENCE.finditer(README.read_text()) if m["lang"] == "bash"]
     install = 'python3 -m venv .venv && .venv/bin/pip install -e ".[test]" && .venv/bin/bench run'
