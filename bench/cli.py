@@ -173,6 +173,8 @@ def _add_assess(sub: argparse._SubParsersAction) -> None:
     pa.add_argument("--run", action="append", default=[], help="a trained run's result JSON (repeatable)")
     pa.add_argument("--scenario", help="assess on this scenario's test split (its labels are not read); a shift "
                     "scenario gives one table per severity")
+    pa.add_argument("--masks", metavar="DIR", help="for a model of masks made by another tool (bench list models "
+                    "'masks_*'): the folder of its mask files; it joins the agreement between the models")
     pa.add_argument("--calibrate-on", help="the scenario whose validation split calibrates a pretrained model "
                     "(default: samples_intra, else samples_temporal, the first that has its bands)")
     pa.add_argument("--bands", help="the GeoTIFFs' bands in file order (default: their band descriptions)")
@@ -395,12 +397,13 @@ def cmd_assess(args: argparse.Namespace) -> int:
         raise ConfigError("give at least one --model NAME or --run RESULT.json")
     device = args.device or default_device()
     fast = FastPaths(resolve_precision(args.precision, device))
-    plans = [a.calibration_plan(m, args.calibrate_on, a.model_bands(m)) for m in args.model]
+    plans = [a.calibration_plan(m, args.calibrate_on, a.model_bands(m)) for m in args.model if not a.is_masks(m)]
     plans += [a.run_plan(Path(r)) for r in args.run]
+    masks = [m for m in args.model if a.is_masks(m)]
     bands = [b.strip() for b in args.bands.split(",")] if args.bands else None
     reports = []
     for severity in a.severities(args.scenario):
-        rows = [a.row_of(p, device, fast) for p in plans]
+        rows = [a.row_of(p, device, fast) for p in plans] + [a.masks_row(m, args.masks) for m in masks]
         scenes = (a.split_scenes(args.scenario, severity) if args.scenario else
                   a.file_scenes([Path(s) for s in args.scenes], bands, args.scale, args.offset, args.tile))
         report = a.assess(rows, scenes, args.tile, args.batch_size, device, fast, not args.quiet)

@@ -196,3 +196,31 @@ def test_bench_assess_on_a_shift_scenario_estimates_each_severity(shift_run, tmp
         ran = r["per_severity"][str(s["severity"])]["label_free"]["estimates"]["miou"]["calibrated"]
         assert s["models"][0]["estimates"]["by_method"]["miou"]["calibrated"] == pytest.approx(ran, abs=1e-6)
     assert capsys.readouterr().out.count("recommended:") == 6
+
+
+def test_masks_made_elsewhere_join_the_agreement(tmp_path):
+    """s2cloudless's own masks, written by bench predict and read back as a masks model, agree with it on
+    every pixel; the same masks with one scene flipped agree less, by that scene's share of the pixels."""
+    import rasterio
+
+    images = REPO / "bench" / "data" / "samples" / "eolearn_slovenia" / "images"
+    bands = "B01,B02,B03,B04,B05,B06,B07,B08,B8A,B09,B10,B11,B12"
+    assert main(["predict", "--model", "s2cloudless", str(images), "--out-dir", str(tmp_path / "own"),
+                 "--bands", bands, "--quiet"]) == 0
+    flipped = tmp_path / "flipped"
+    flipped.mkdir()
+    for i, mask in enumerate(sorted((tmp_path / "own").glob("*.tif"))):
+        with rasterio.open(mask) as src:
+            profile, codes = src.profile, src.read(1)
+        with rasterio.open(flipped / mask.name, "w", **profile) as dst:  # the first scene: cloud <-> clear
+            dst.write(np.where(codes == 255, 255, np.where(codes == 0, 1, 0)) if i == 0 else codes, 1)
+    scenes = [str(p) for p in sorted(images.glob("*.tif"))]
+    agreements = []
+    for folder in ("own", "flipped"):
+        out = tmp_path / f"{folder}.json"
+        assert main(["assess", *scenes, "--bands", bands, "--model", "s2cloudless", "--model", "masks_cloudbench",
+                     "--masks", str(tmp_path / folder), "--precision", "fp32", "--json", str(out), "--quiet"]) == 0
+        report = json.loads(out.read_text())
+        assert report["models"][1]["verdict"].startswith("unknown")  # no probabilities, no calibration
+        agreements.append(report["agreement"]["matrix"][0][1])
+    assert agreements[0] == 1.0 and agreements[1] == pytest.approx(4 / 5, abs=1e-6)  # five scenes of equal size

@@ -52,7 +52,7 @@ from bench.run.evaluate import SceneInput, predicted_strips
 from bench.run.inference import FastPaths, HeldRows, Tiling
 from bench.run.label_free import SceneSignals, cloud_groups, never_predicted, summary
 from bench.models.base import MASKS, Contract, contract_of
-from bench.run.plan import Plan, RunConfig, plan, zero_shot_splits
+from bench.run.plan import NATIVE, Plan, RunConfig, plan, zero_shot_splits
 from bench.run.predict import Predictor, scene_reader
 from bench.run.training import train_or_load
 
@@ -101,9 +101,10 @@ def scene_signals(row: Row, scene: SceneInput, tiling: Tiling, batch_size: int, 
     never = never_predicted(row.space, row.predictor.contract)
     acc = SceneSignals(Signals(len(row.space.names), lut, row.calibration, never))
     pred = np.full((scene.height, scene.width), 255, dtype=np.uint8)
+    reads = not hasattr(row.predictor.module, "bind")  # masks from files read no pixels: their nodata is 255
     for r0, r1, out in predicted_strips(row.predictor.module, tapped, tiling, batch_size, device, fast, tile_fn,
                                         row.predictor.contract, probabilities=True):
-        valid = held.take(r0, r1)[0]
+        valid = held.take(r0, r1)[0] if reads else out[0] != 255
         pred[r0:r1] = np.where(valid, lut[out[0].astype(np.uint8)], 255)
         acc.add(out, pred[r0:r1], valid)
     row.signals[scene.id], row.maps[scene.id] = acc, pred
@@ -275,6 +276,22 @@ def row_of(p: Plan, device: str, fast: FastPaths) -> Row:
     return Row(predictor, free.calibration, free.reference, maps)
 
 
+def masks_row(model: str, root: str | None) -> Row:
+    """A model of masks made by another tool (``--masks DIR``), on the assessed scenes: it takes part in the
+    agreement between rows; with no probabilities and no calibration its estimates are unknown."""
+    entry = get_registry().get("model", model).with_settings({"root": root} if root else {}, "--masks")
+    built = entry.build(in_channels=0)
+    norm = get_registry().get("norm", NATIVE).build()
+    contract = contract_of(entry)
+    return Row(Predictor(model, built.module, norm, [], contract, source={"model": model, "norm": NATIVE,
+                                                                          "mode": "zero-shot"}), None, None)
+
+
+def is_masks(model: str) -> bool:
+    """Whether ``model`` reads masks made by another tool."""
+    return contract_of(get_registry().get("model", model)).framework == MASKS
+
+
 def run_plan(result_path: Path) -> Plan:
     """The plan of a stored result (``--run RESULT.json``): its model, normalizer, scenario and recipe."""
     result = read_result(result_path)
@@ -293,11 +310,14 @@ def file_scenes(paths: list[Path], bands: list[str] | None, scale: float | None,
     for path in paths:
         def scene(row: Row, path: Path = path) -> SceneInput:
             raster = open_scene(path, bands, scale, offset).select(row.predictor.bands)
-            check_scene(raster)
+            if raster.wanted:  # a model of masks from files reads none of the scene's bands
+                check_scene(raster)
             strips = Tiling(tile).strips(raster.height, raster.width)
             read, _, normalize = scene_reader(raster, row.predictor.normalizer, strips, False)
+            meta = {"image": str(path), "stem": path.name.removesuffix(".zip").removesuffix(".SAFE").rsplit(".tif", 1)[0],
+                    "crs": str(raster.crs) if raster.crs else None, "transform": list(raster.transform)[:6]}
             return SceneInput(path.name, raster.height, raster.width, lambda r0, r1: normalize(read(r0, r1)),
-                              None, {}, strips)
+                              None, meta, strips)
         yield path.name, scene
 
 
@@ -324,10 +344,7 @@ def model_bands(model: str) -> tuple[str, ...]:
     contract = contract_of(get_registry().get("model", model))
     if not contract.pretrained:
         raise ConfigError(f"model {model!r} is trained here, not pretrained: pass --run with one of its results")
-    if contract.framework == MASKS:
-        raise ConfigError(f"model {model!r} reads masks made by another tool, which bench assess cannot calibrate "
-                          "yet: score them with `bench score PRED REF` or on a labelled scenario with `bench run`")
-    return tuple(contract.bands)
+    return tuple(contract.bands) if contract.framework != MASKS else ()
 
 
 def severities(scenario: str | None) -> list[int | None]:
