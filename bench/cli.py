@@ -353,12 +353,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if bands:
         check_bands(bands, "--bands")
     device = args.device or default_device()
-    fast = FastPaths(resolve_precision(args.precision, device), not args.no_channels_last, args.compile)
     if args.out and (len(args.input) > 1 or args.write_probabilities):
         raise ConfigError("--out names one mask: give --out-dir for several scenes (and --write-probabilities)")
     if args.out_dir and args.probabilities:
         raise ConfigError("--probabilities names one file: with --out-dir, pass --write-probabilities")
     predictor = load_predictor(args.model, args.run, args.weights)
+    zero_shot = predictor.source.get("mode") == "zero-shot"  # auto: fp32 for a zoo model, as upstream runs it
+    fast = FastPaths(resolve_precision(args.precision, device, zero_shot), not args.no_channels_last, args.compile)
     options = dict(bands=bands, scale=args.scale, offset=args.offset, tile=args.tile, overlap=args.overlap,
                    batch_size=args.batch_size, device=device, fast=fast, probability_type=args.probability_type)
     if args.out_dir:
@@ -403,7 +404,8 @@ def cmd_assess(args: argparse.Namespace) -> int:
     bands = [b.strip() for b in args.bands.split(",")] if args.bands else None
     reports = []
     for severity in a.severities(args.scenario):
-        rows = [a.row_of(p, device, fast) for p in plans] + [a.masks_row(m, args.masks) for m in masks]
+        rows = [a.row_of(p, device, FastPaths(resolve_precision(args.precision, device, p.mode == "zero-shot")))
+                for p in plans] + [a.masks_row(m, args.masks) for m in masks]
         scenes = (a.split_scenes(args.scenario, severity) if args.scenario else
                   a.file_scenes([Path(s) for s in args.scenes], bands, args.scale, args.offset, args.tile))
         report = a.assess(rows, scenes, args.tile, args.batch_size, device, fast, not args.quiet)

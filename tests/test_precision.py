@@ -8,6 +8,7 @@ precision than the one it records fails.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,8 @@ from bench.models.base import Contract
 from bench.run.inference import BF16_ENV, FastPaths, bf16_is_fast, resolve_precision
 from bench.run.predict import Predictor, predict
 from conftest import UKIS_BANDS, write_tif
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 class Probe(nn.Module):
@@ -92,3 +95,28 @@ def test_a_run_trains_and_evaluates_at_one_precision(tmp_path, monkeypatch, aske
     assert result["metrics"]["fast_paths"]["precision"] == expected and set(used) == {expected}
     assert result["recipe"].get("precision", "fp32") == expected
     assert np.isfinite(result["metrics"]["miou"])
+
+
+def test_a_zoo_model_runs_in_fp32_as_upstream_unless_bf16_is_asked_for(tmp_path, monkeypatch):
+    """With bf16 fast, auto still runs a pretrained model zero-shot in fp32 (upstream's precision): in a run's
+    plan and in bench predict; asking for bf16 gets bf16, and a fine-tuned run follows auto."""
+    import rasterio
+
+    from bench.cli import main
+    from bench.run.plan import RunConfig, plan
+
+    monkeypatch.setenv(BF16_ENV, "fast")
+    assert plan(RunConfig(model="dl_l8s2_uv_6b", scenario="samples_intra", out=str(tmp_path))).recipe.precision == "fp32"
+    assert plan(RunConfig(model="dl_l8s2_uv_6b", norm="percentile", finetune=True, scenario="samples_intra",
+                          out=str(tmp_path))).recipe.precision == "bf16"
+    scene = tmp_path / "scene.tif"
+    with rasterio.open(REPO / "bench" / "data" / "samples" / "ukis_csmask_s2" / "images" / "ukis_csmask_s2.tif") as src:
+        profile, data = src.profile, src.read(window=((0, 64), (0, 64)))
+    with rasterio.open(scene, "w", **{**profile, "height": 64, "width": 64, "transform": src.transform}) as dst:
+        dst.write(data)
+    for extra, expected in (([], "fp32"), (["--precision", "bf16"], "bf16")):
+        out = tmp_path / f"mask_{expected}.tif"
+        assert main(["predict", "--model", "dl_l8s2_uv_6b", str(scene), "--out", str(out), "--bands",
+                     ",".join(UKIS_BANDS), "--quiet", *extra]) == 0
+        with rasterio.open(out) as m:
+            assert json.loads(m.tags()["fast_paths"])["precision"] == expected

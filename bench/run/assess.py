@@ -76,6 +76,7 @@ class Row:
     signals: dict[str, SceneSignals] = field(default_factory=dict)
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # predicted groups of each assessed scene
     samples: list[list[np.ndarray]] = field(default_factory=list)  # normalized input values per band
+    fast: FastPaths | None = None  # how its model runs (a zoo model: fp32 under auto, as upstream)
 
     @property
     def space(self) -> EvalSpace:
@@ -219,7 +220,7 @@ def assess(rows: list[Row], scenes: Iterable[tuple[str, Any]], tile: int = 512, 
     for sid, scene_of in scenes:
         names.append(sid)
         for row in rows:
-            scene_signals(row, scene_of(row), tiling, batch_size, device, fast)
+            scene_signals(row, scene_of(row), tiling, batch_size, device, row.fast or fast)
             bar.update(1, status=f"{sid} / {row.predictor.name}")
     bar.close()
     aol = aol_estimates(rows)
@@ -273,7 +274,7 @@ def row_of(p: Plan, device: str, fast: FastPaths) -> Row:
                           source={"model": p.cfg.model, "norm": p.cfg.norm, "mode": p.mode,
                                   "calibrated_on": p.scenario.name})
     maps = {k[4:]: v for k, v in free.maps.items() if k.startswith("val/")}
-    return Row(predictor, free.calibration, free.reference, maps)
+    return Row(predictor, free.calibration, free.reference, maps, fast=fast)
 
 
 def masks_row(model: str, root: str | None) -> Row:

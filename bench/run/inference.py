@@ -53,12 +53,13 @@ def bf16_is_fast(device: str) -> bool:
     return bool(cpu and (cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported()))
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """``fp32`` or ``bf16``: ``auto`` picks bf16 where :func:`bf16_is_fast`."""
+def resolve_precision(precision: str, device: str, zero_shot: bool = False) -> str:
+    """``fp32`` or ``bf16``: ``auto`` picks bf16 where :func:`bf16_is_fast`, except for a pretrained model
+    run as it comes (``zero_shot``), which runs in fp32 as its upstream does (ask for bf16 to change that)."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "auto":
-        return "bf16" if bf16_is_fast(device) else "fp32"
+        return "bf16" if bf16_is_fast(device) and not zero_shot else "fp32"
     return precision
 
 

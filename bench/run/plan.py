@@ -231,13 +231,13 @@ def plan(cfg: RunConfig) -> Plan:
 
 
 def run_precision(precision: str, cfg: RunConfig, contract: Contract) -> str:
-    """``fp32`` or ``bf16`` for this run: ``auto`` is bf16 where the device runs it fast; a model that is not
-    PyTorch runs as it is (fp32)."""
+    """``fp32`` or ``bf16`` for this run: ``auto`` is bf16 where the device runs it fast, but fp32 for a
+    pretrained model run zero-shot (as upstream runs it); a model that is not PyTorch runs as it is (fp32)."""
     from bench.run.inference import resolve_precision  # torch: loaded once the run is planned, not to check it
 
     if not contract.framework.startswith("pytorch"):
         return "fp32"
-    return resolve_precision(precision, run_device(cfg))
+    return resolve_precision(precision, run_device(cfg), zero_shot=cfg.mode(contract) == "zero-shot")
 
 
 def run_device(cfg: RunConfig) -> str:
