@@ -146,6 +146,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--probabilities", help="also write the 4 class probabilities to this GeoTIFF (one scene)")
     pr.add_argument("--write-probabilities", action="store_true", help="with --out-dir: also write "
                     "<stem>_probabilities.tif")
+    pr.add_argument("--jobs", type=_positive_int, default=1, help="with --out-dir: scenes at once, in local "
+                    "worker processes that share the CPU's threads (default 1)")
     pr.add_argument("--probability-type", default="uint8", help="uint8 (percent, nodata 255; default) or float32")
     pr.add_argument("--bands", help="the GeoTIFF's bands in file order, e.g. B02,B03,B04,B08 (default: its band "
                     "descriptions)")
@@ -353,7 +355,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if bands:
         check_bands(bands, "--bands")
     device = args.device or default_device()
-    if args.out and (len(args.input) > 1 or args.write_probabilities):
+    if args.out and (len(args.input) > 1 or args.write_probabilities or args.jobs > 1):
         raise ConfigError("--out names one mask: give --out-dir for several scenes (and --write-probabilities)")
     if args.out_dir and args.probabilities:
         raise ConfigError("--probabilities names one file: with --out-dir, pass --write-probabilities")
@@ -374,10 +376,15 @@ def predict_scenes(predictor: Any, args: argparse.Namespace, options: dict[str, 
     """``bench predict ... --out-dir``: every scene's mask, a summary table, exit 1 if any scene failed."""
     from tabulate import tabulate
 
-    from bench.run.predict_many import predict_many, scene_paths
+    from bench.run.predict_many import predict_in_processes, predict_many, scene_paths
 
-    outcomes = predict_many(predictor, scene_paths(args.input), args.out_dir, args.write_probabilities,
-                            args.overwrite, not args.quiet, **options)
+    scenes = scene_paths(args.input)
+    if args.jobs > 1:
+        outcomes = predict_in_processes(args.model, args.run, args.weights, scenes, args.out_dir, args.jobs,
+                                        args.write_probabilities, args.overwrite, not args.quiet, **options)
+    else:
+        outcomes = predict_many(predictor, scenes, args.out_dir, args.write_probabilities, args.overwrite,
+                                not args.quiet, **options)
     print(tabulate([o.row() for o in outcomes], headers=["scene", "status", "seconds", "detail"]))
     failed = [o for o in outcomes if o.status == "failed"]
     counts = {k: sum(o.status == k for o in outcomes) for k in ("written", "skipped", "failed")}

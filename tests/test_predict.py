@@ -420,3 +420,14 @@ def test_inputs_whose_units_are_wrong_or_with_no_valid_pixel_are_refused_before_
         err = capsys.readouterr().err
         assert str(path) in err and says in err, err
         assert not (tmp_path / f"mask_{name}").exists()
+
+
+def test_jobs_mask_scenes_in_worker_processes_as_one_process_does(tmp_path):
+    images = EOLEARN.parent
+    common = ["--model", "s2cloudless", str(images), "--bands", ",".join(S2), "--quiet"]
+    assert main(["predict", *common, "--out-dir", str(tmp_path / "one")]) == 0
+    assert main(["predict", *common, "--out-dir", str(tmp_path / "two"), "--jobs", "2"]) == 0
+    for mask in sorted((tmp_path / "one").glob("*.tif")):
+        with rasterio.open(mask) as a, rasterio.open(tmp_path / "two" / mask.name) as b:
+            assert (a.read(1) == b.read(1)).all() and a.tags()["cloud_percent"] == b.tags()["cloud_percent"]
+    assert main(["predict", *common, "--out", str(tmp_path / "x.tif"), "--jobs", "2"]) == 2  # one scene, one job

@@ -110,6 +110,57 @@ def predict_many(predictor: Predictor, scenes: list[Path], out_dir: str | Path, 
     return outcomes
 
 
+_worker: dict[str, Any] = {}  # the predictor of a --jobs worker process, loaded once
+
+
+def _load_worker(model: str | None, run: str | None, weights: str | None, threads: int) -> None:
+    import torch
+
+    from bench.run.predict import load_predictor
+
+    torch.set_num_threads(threads)
+    _worker["predictor"] = load_predictor(model, run, weights)
+
+
+def _predict_in_worker(scene: Path, mask: Path, prob: Path | None, overwrite: bool, options: dict[str, Any]) -> Outcome:
+    t0 = time.perf_counter()
+    try:
+        predict(_worker["predictor"], scene, mask, prob, overwrite=overwrite, progress=False, **options)
+        return Outcome(scene, mask, "written", time.perf_counter() - t0, cloud_of(mask))
+    except (BenchError, OSError, ValueError) as err:
+        return Outcome(scene, mask, "failed", time.perf_counter() - t0, str(err))
+
+
+def predict_in_processes(model: str | None, run: str | None, weights: str | None, scenes: list[Path],
+                         out_dir: str | Path, jobs: int, probabilities: bool = False, overwrite: bool = False,
+                         progress: bool = True, **options: Any) -> list[Outcome]:
+    """:func:`predict_many` with ``jobs`` local worker processes, each with its share of the CPU's threads
+    and the model loaded once; the progress display counts scenes."""
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    out_dir = Path(out_dir)
+    todo = [s for s in scenes if overwrite or not mask_path(out_dir, s).exists()]
+    outcomes = {s: Outcome(s, mask_path(out_dir, s), "skipped", detail="its mask exists (--overwrite replaces it)")
+                for s in scenes if s not in todo}
+    bar = Progress(len(todo), "scenes", f"{len(todo)} scenes, {jobs} jobs", enabled=progress)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(jobs, mp.get_context("spawn"), _load_worker, (model, run, weights, threads)) as pool:
+        futures = {pool.submit(_predict_in_worker, s, mask_path(out_dir, s),
+                               mask_path(out_dir, s, "_probabilities") if probabilities else None, overwrite,
+                               options): s for s in todo}
+        try:
+            for future in futures:
+                outcomes[futures[future]] = future.result()
+                bar.update(1, status=futures[future].name)
+        except KeyboardInterrupt:
+            pool.shutdown(cancel_futures=True)  # finished masks stay; the same command resumes
+            raise
+    bar.close()
+    return [outcomes[s] for s in scenes]
+
+
 def cloud_of(mask: Path) -> str:
     """``cloud 12.34 %`` from a written mask's tags."""
     import rasterio
