@@ -202,6 +202,10 @@ def test_credentials_never_appear_in_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("SH_CLIENT_ID", "my-client-id-1234")
     monkeypatch.setenv("SH_CLIENT_SECRET", "my-very-secret-5678")
     monkeypatch.setenv("SH_CONFIG_HOME", str(tmp_path / "shconfig"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # sentinelhub's own config: one attempt
+    (tmp_path / "config" / "sentinelhub").mkdir(parents=True)
+    (tmp_path / "config" / "sentinelhub" / "config.toml").write_text(
+        "[default-profile]\nmax_download_attempts = 1\ndownload_sleep_time = 0\ndownload_timeout_seconds = 5\n")
     with pytest.raises(DataError) as err:  # offline: the request fails
         load_dataset("sentinelhub_latvia_aug").read("scene", S2)
     assert "request failed" in str(err.value)
