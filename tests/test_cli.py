@@ -312,6 +312,7 @@ def test_one_progress_display_with_an_eta_and_plain_lines_in_a_log(tmp_path, cap
     assert "\r" not in err
     assert len(lines) == 2 and lines[0].startswith("epoch 1/2  0/4 steps"), err
     assert "UserWarning" not in err and "warnings.warn" not in err  # warnings print on one line, no source
+    assert "GPU available" not in err and "`Trainer.fit` stopped" not in err  # Lightning's chatter, even unquiet
     assert lines[-1].startswith("epoch 2/2  4/4 steps  best val mIoU ") and "ETA 0s" in lines[-1]
     assert main(["run", *TINY, "--seed", "1", "--out", str(tmp_path / "runs"), "--no-leaderboard",
                  "--no-figure", "--wandb", "off"]) == 0

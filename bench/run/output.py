@@ -12,6 +12,7 @@ LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric
 #: the loggers of Lightning's rank-zero notes ("GPU available", "Using bfloat16 AMP", "`Trainer.fit` stopped")
 RANK_ZERO = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
              "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+CHATTER = ("GPU available", "TPU available", "HPU available", "`Trainer.fit` stopped")
 NOISE = (".*does not have many workers.*", ".*LeafSpec.*", ".*exists and is not empty.*")
 
 
@@ -26,7 +27,8 @@ def configure_output(quiet: bool = False) -> None:
     warnings.formatwarning = short_warning
     for pattern in NOISE:
         warnings.filterwarnings("ignore", pattern)
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
+    for name in RANK_ZERO:  # Lightning's notes that tell a run nothing its progress display does not
+        logging.getLogger(name).addFilter(lambda r: not r.getMessage().startswith(CHATTER) and "litlogger" not in r.getMessage())
     if quiet:  # Lightning's notes (GPU available, AMP, max_epochs reached) and what results record anyway
         for name in LIGHTNING_LOGGERS + RANK_ZERO:  # Lightning sets its top loggers' level when imported:
             logging.getLogger(name).setLevel(logging.WARNING)  # the modules that log keep this one
