@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.boards.render import fmt
 from bench.boards.stats import blocks_of, hierarchical_bootstrap, seed_interval
 from bench.core.metrics import COVER_BINS, boa, cover_summary, positive_groups, scores, threshold_scores
 
@@ -123,12 +124,6 @@ def boa_versus_best(df: pd.DataFrame, groups: dict[tuple, list[dict[str, Any]]],
     df["BOA vs best"] = cells
 
 
-def _fmt(mean: float, half: float = np.nan) -> str:
-    if mean is None or pd.isna(mean):
-        return ""
-    return f"{mean:.3f}" if half is None or pd.isna(half) else f"{mean:.3f} ± {half:.3f}"
-
-
 def field_tables(df: pd.DataFrame, row_columns: list[str]) -> dict[str, pd.DataFrame]:
     """The shown tables of each metric set that has a value on this board (formatted, means ± ci95),
     each starting with the board's ``row_columns``."""
@@ -138,7 +133,7 @@ def field_tables(df: pd.DataFrame, row_columns: list[str]) -> dict[str, pd.DataF
             return None
         out = df[row_columns].copy()
         for c in columns:
-            out[c] = [_fmt(m, h) for m, h in zip(df[c], df.get(f"{c} ci95", pd.Series([np.nan] * len(df))))]
+            out[c] = [fmt(m, h) for m, h in zip(df[c], df.get(f"{c} ci95", pd.Series([np.nan] * len(df))))]
         for c in extra:
             if c in df:
                 out[c] = df[c]

@@ -37,7 +37,7 @@ from bench.boards.field import add_field_columns, cover_scenes, field_tables
 from bench.boards.label_free import write_label_free_board
 from bench.boards.plots import severity_columns, severity_plot
 from bench.boards.stats import LEVEL, Comparison, blocks_of, hierarchical_bootstrap, seed_interval
-from bench.boards.render import render, warn_if_shrinks
+from bench.boards.render import fmt, render, warn_if_shrinks
 from bench.core.labels import CLASSES
 from bench.core.results import file_lock, load_results, write_text
 
@@ -326,13 +326,6 @@ def identical_metrics(results: list[dict[str, Any]]) -> list[str]:
     for message in found:
         warnings.warn(message, stacklevel=2)
     return found
-
-
-def fmt(mean: float, half: float = np.nan) -> str:
-    """``0.620 ± 0.048`` (half-width of the 95 % interval), ``0.620`` for one run, blank for none."""
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return ""
-    return f"{mean:.3f}" if half is None or math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
 
 
 def versus_best(row: pd.Series) -> str:

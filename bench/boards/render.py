@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import re
 import warnings
 from importlib import resources
@@ -43,3 +44,10 @@ def warn_if_shrinks(path: Path, pattern: str, count: int, what: str) -> None:
     if m and count < int(m.group(1)):
         warnings.warn(f"{path} was generated from {m.group(1)} {what}; it is replaced by one from {count} "
                       f"(`git checkout {path}` brings a committed one back)", stacklevel=3)
+
+
+def fmt(mean: float, half: float = math.nan) -> str:
+    """``0.620 ± 0.048`` (half-width of the 95 % interval), ``0.620`` for one run, blank for none."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return ""
+    return f"{mean:.3f}" if half is None or math.isnan(half) else f"{mean:.3f} ± {half:.3f}"

@@ -81,7 +81,8 @@ def metric_sets(df: pd.DataFrame) -> list[dict[str, Any]]:
     for key, shown in field_tables(df, row_columns(df)).items():
         rows = []
         for i, row in shown.iterrows():
-            cells = [_cell(row[c], _mean_of(row[c]) if c not in KEYS else None, text=c in KEYS) for c in shown.columns]
+            cells = [_cell(row[c], None if c in KEYS else df.loc[i, c] if pd.api.types.is_numeric_dtype(df[c])
+                           else _mean_of(row[c]), text=c in KEYS) for c in shown.columns]
             rows.append({"cls": {"best": "best", "yes": "tied"}.get(df.loc[i, "tied"], ""),
                          "id": row_name(tuple(df.loc[i, KEYS])), "cells": cells})
         sets.append({"key": key, "label": METRIC_SETS[key], "rows": rows,
@@ -90,7 +91,7 @@ def metric_sets(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _mean_of(text: Any) -> float | None:
-    """The sort value of a shown cell: its leading number (``0.812 ± 0.010`` -> 0.812)."""
+    """The sort value of a text cell (``BOA vs best``): its leading number (``tied, -0.012 [...]`` -> -0.012)."""
     try:
         return float(str(text).replace("tied, ", "").split(" ")[0])
     except ValueError:

@@ -72,6 +72,16 @@ class Raster:
         """Rows ``row0:row1`` of the selected bands: float32 reflectance, NaN at nodata."""
         raise NotImplementedError
 
+    @property
+    def stem(self) -> str:
+        """The scene's name without its suffixes: ``T35VLC_20240816`` of ``T35VLC_20240816.SAFE.zip``."""
+        return scene_stem(self.path)
+
+    def scene_meta(self) -> dict[str, Any]:
+        """What a model that knows scenes (masks from files) finds it by: path, stem, CRS and transform."""
+        return {**self.meta, "image": str(self.path), "stem": self.stem,
+                "crs": str(self.crs) if self.crs else None, "transform": list(self.transform)[:6]}
+
     def sample(self, step: int = SAMPLE_STEP) -> np.ndarray:
         """Every ``step``-th row and column of the selected bands (reflectance, NaN at nodata), for checks
         that must see the whole scene before any pixel is predicted."""
@@ -197,6 +207,12 @@ class Safe(Raster):
     def close(self) -> None:
         for v in {*self.views.values(), *self.sources.values()}:
             v.close()
+
+
+def scene_stem(path: Path) -> str:
+    """A scene file's name without ``.zip``, ``.SAFE``, ``.tif`` or ``.tiff``."""
+    name = path.name.removesuffix(".zip").removesuffix(".SAFE")
+    return Path(name).stem if name.lower().endswith((".tif", ".tiff")) else name
 
 
 def check_scene(raster: Raster) -> None:

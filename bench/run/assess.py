@@ -315,10 +315,8 @@ def file_scenes(paths: list[Path], bands: list[str] | None, scale: float | None,
                 check_scene(raster)
             strips = Tiling(tile).strips(raster.height, raster.width)
             read, _, normalize = scene_reader(raster, row.predictor.normalizer, strips, False)
-            meta = {"image": str(path), "stem": path.name.removesuffix(".zip").removesuffix(".SAFE").rsplit(".tif", 1)[0],
-                    "crs": str(raster.crs) if raster.crs else None, "transform": list(raster.transform)[:6]}
             return SceneInput(path.name, raster.height, raster.width, lambda r0, r1: normalize(read(r0, r1)),
-                              None, meta, strips)
+                              None, raster.scene_meta(), strips)
         yield path.name, scene
 
 

@@ -19,6 +19,7 @@ from bench.data.splits import SceneRef, Split, reference_groups
 from bench.run.inference import (WHOLE_PIXELS, FastPaths, HeldRows, Tiling, class_batches, input_batches,
                                  predict_strips, scene_model_strips, tile_stream)
 from bench.models.adapters import Adapter, NoAdaptation
+from bench.core.label_free import fold
 from bench.core.labels import IGNORE, N_CLASSES, EvalSpace, LabelMap
 from bench.core.metrics import (BOUNDARY_PX, NAN_RULE, ProbabilityTally, boundary_confusions, boundary_summary,
                                  confusion, cover_summary, scores)
@@ -142,17 +143,9 @@ def group_maps(scene: SceneInput, strips, lut: np.ndarray, labels: LabelMap,  # 
         if signals is not None:
             signals.add(out, pred[r0:r1], keep)
         if tally is not None and len(out) >= 1 + N_CLASSES:
-            tally.add(group_probabilities(out[1:1 + N_CLASSES][:, keep], lut, len(space.names)),
+            tally.add(fold(out[1:1 + N_CLASSES][:, keep], lut[:N_CLASSES], len(space.names)),
                       pred[r0:r1][keep], ref[r0:r1][keep])
     return pred, ref
-
-
-def group_probabilities(probabilities: np.ndarray, lut: np.ndarray, k: int) -> np.ndarray:
-    """(k, n) probability of each group: the probabilities (4, n) of its project classes added up."""
-    out = np.zeros((k, probabilities.shape[1]), dtype=np.float32)
-    for c in range(N_CLASSES):
-        out[lut[c]] += probabilities[c]
-    return out
 
 
 def field_extras(near: dict[str, np.ndarray], per_scene: dict[str, dict[str, Any]],
@@ -179,7 +172,7 @@ class Scored:
 
     space: EvalSpace
     boundary_px: tuple[int, ...] = BOUNDARY_PX
-    total: Any = 0
+    total: np.ndarray = field(init=False)
     per_scene: dict[str, dict[str, Any]] = field(default_factory=dict)
     blocks: dict[str, np.ndarray] = field(default_factory=dict)
     near: dict[str, np.ndarray] = field(default_factory=dict)

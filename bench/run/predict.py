@@ -248,12 +248,10 @@ def scene_strips(predictor: Predictor, reader, raster: Raster, tiling: Tiling, s
     patch = predictor.normalizer.transform if predictor.normalizer.level == "patch" else None
     if not isinstance(predictor.module, nn.Module):
         model: SceneModel = predictor.module
-        meta = {**raster.meta, "image": str(raster.path), "stem": raster.path.stem.removesuffix(".SAFE"),
-                "crs": str(raster.crs) if raster.crs else None, "transform": list(raster.transform)[:6]}
         yield from scene_model_strips(lambda r0, r1: normalize(read(r0, r1)), h, w, tiling, model,
                                       predictor.contract, strips,
                                       lambda rows: bar.update(-(-rows // tiling.stride) * -(-w // tiling.stride)),
-                                      scene=(raster.path.stem, meta))
+                                      scene=(raster.path.stem, raster.scene_meta()))
         return
     predictor.module.eval()
     run = class_batches(fast, fast.prepare(predictor.module, device), device, probabilities)

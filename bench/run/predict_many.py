@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.core.errors import BenchError, ConfigError, DataError
 from bench.core.progress import Progress
-from bench.data.rasters import open_scene
+from bench.data.rasters import open_scene, scene_stem
 from bench.run.inference import Tiling
 from bench.run.predict import Predictor, predict
 
@@ -69,8 +69,25 @@ def scene_paths(inputs: list[str]) -> list[Path]:
 
 def mask_path(out_dir: Path, scene: Path, suffix: str = "") -> Path:
     """``<out_dir>/<stem><suffix>.tif`` of a scene (a .SAFE's name without .SAFE / .zip)."""
-    stem = scene.name.removesuffix(".zip").removesuffix(".SAFE")
-    return out_dir / f"{Path(stem).stem if stem.lower().endswith(('.tif', '.tiff')) else stem}{suffix}.tif"
+    return out_dir / f"{scene_stem(scene)}{suffix}.tif"
+
+
+def skipped(scenes: list[Path], out_dir: Path, overwrite: bool) -> dict[Path, Outcome]:
+    """The scenes whose complete mask is there already (none with ``overwrite``), as skipped outcomes."""
+    return {s: Outcome(s, mask_path(out_dir, s), "skipped", detail="its mask exists (--overwrite replaces it)")
+            for s in scenes if not overwrite and mask_path(out_dir, s).exists()}
+
+
+def predict_one(predictor: Predictor, scene: Path, out_dir: Path, probabilities: bool, overwrite: bool,
+                progress: bool, bar: Progress | None, options: dict[str, Any]) -> Outcome:
+    """One scene's mask under ``out_dir``: written (with its cloud percentage) or failed (with the error)."""
+    t0, mask = time.perf_counter(), mask_path(out_dir, scene)
+    try:
+        prob = mask_path(out_dir, scene, "_probabilities") if probabilities else None
+        predict(predictor, scene, mask, prob, overwrite=overwrite, progress=progress, bar=bar, **options)
+        return Outcome(scene, mask, "written", time.perf_counter() - t0, cloud_of(mask))
+    except (BenchError, OSError, ValueError) as err:
+        return Outcome(scene, mask, "failed", time.perf_counter() - t0, str(err))
 
 
 def tile_count(scene: Path, tiling: Tiling, bands: list[str] | None, predictor: Predictor) -> int:
@@ -89,25 +106,15 @@ def predict_many(predictor: Predictor, scenes: list[Path], out_dir: str | Path, 
     out_dir = Path(out_dir)
     if any(out_dir.resolve() == s.resolve() for s in scenes):
         raise ConfigError(f"--out-dir {out_dir} is one of the inputs")
-    todo = [s for s in scenes if overwrite or not mask_path(out_dir, s).exists()]
+    outcomes = skipped(scenes, out_dir, overwrite)
+    todo = [s for s in scenes if s not in outcomes]
     tiling = Tiling(options.get("tile", 512), options.get("overlap", 32))
     total = sum(tile_count(s, tiling, options.get("bands"), predictor) for s in todo)
     bar = Progress(total, "tiles", f"{len(todo)} scenes", enabled=progress)
-    outcomes = []
-    for scene in scenes:
-        mask = mask_path(out_dir, scene)
-        if scene not in todo:
-            outcomes.append(Outcome(scene, mask, "skipped", detail="its mask exists (--overwrite replaces it)"))
-            continue
-        t0 = time.perf_counter()
-        try:
-            prob = mask_path(out_dir, scene, "_probabilities") if probabilities else None
-            predict(predictor, scene, mask, prob, overwrite=overwrite, progress=progress, bar=bar, **options)
-            outcomes.append(Outcome(scene, mask, "written", time.perf_counter() - t0, cloud_of(mask)))
-        except (BenchError, OSError, ValueError) as err:
-            outcomes.append(Outcome(scene, mask, "failed", time.perf_counter() - t0, str(err)))
+    for scene in todo:
+        outcomes[scene] = predict_one(predictor, scene, out_dir, probabilities, overwrite, progress, bar, options)
     bar.close()
-    return outcomes
+    return [outcomes[s] for s in scenes]
 
 
 _worker: dict[str, Any] = {}  # the predictor of a --jobs worker process, loaded once
@@ -122,13 +129,9 @@ def _load_worker(model: str | None, run: str | None, weights: str | None, thread
     _worker["predictor"] = load_predictor(model, run, weights)
 
 
-def _predict_in_worker(scene: Path, mask: Path, prob: Path | None, overwrite: bool, options: dict[str, Any]) -> Outcome:
-    t0 = time.perf_counter()
-    try:
-        predict(_worker["predictor"], scene, mask, prob, overwrite=overwrite, progress=False, **options)
-        return Outcome(scene, mask, "written", time.perf_counter() - t0, cloud_of(mask))
-    except (BenchError, OSError, ValueError) as err:
-        return Outcome(scene, mask, "failed", time.perf_counter() - t0, str(err))
+def _predict_in_worker(scene: Path, out_dir: Path, probabilities: bool, overwrite: bool,
+                       options: dict[str, Any]) -> Outcome:
+    return predict_one(_worker["predictor"], scene, out_dir, probabilities, overwrite, False, None, options)
 
 
 def predict_in_processes(model: str | None, run: str | None, weights: str | None, scenes: list[Path],
@@ -141,15 +144,12 @@ def predict_in_processes(model: str | None, run: str | None, weights: str | None
     from concurrent.futures import ProcessPoolExecutor
 
     out_dir = Path(out_dir)
-    todo = [s for s in scenes if overwrite or not mask_path(out_dir, s).exists()]
-    outcomes = {s: Outcome(s, mask_path(out_dir, s), "skipped", detail="its mask exists (--overwrite replaces it)")
-                for s in scenes if s not in todo}
+    outcomes = skipped(scenes, out_dir, overwrite)
+    todo = [s for s in scenes if s not in outcomes]
     bar = Progress(len(todo), "scenes", f"{len(todo)} scenes, {jobs} jobs", enabled=progress)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(jobs, mp.get_context("spawn"), _load_worker, (model, run, weights, threads)) as pool:
-        futures = {pool.submit(_predict_in_worker, s, mask_path(out_dir, s),
-                               mask_path(out_dir, s, "_probabilities") if probabilities else None, overwrite,
-                               options): s for s in todo}
+        futures = {pool.submit(_predict_in_worker, s, out_dir, probabilities, overwrite, options): s for s in todo}
         try:
             for future in futures:
                 outcomes[futures[future]] = future.result()
