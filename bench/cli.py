@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench import __version__
 from bench.core.errors import BenchError, ConfigError, unknown
-from bench.core.recipe import Recipe
+from bench.core.recipe import RUNTIMES, Recipe
 from bench.core.registry import KIND_ALIASES, KINDS, get_registry
 from bench.run.output import configure_output
 
@@ -45,6 +45,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     h.add_argument("--no-channels-last", action="store_true", help="keep the contiguous memory format (default: "
                    "channels_last for inference, and for training with bf16 or on a GPU)")
     h.add_argument("--compile", action="store_true", help="torch.compile the model for evaluation")
+    _runtime_option(h)
     p.add_argument("--wandb", default="offline", help="offline (default; `wandb sync` later), online, or off")
     p.add_argument("--no-figure", action="store_true", help="do not draw the per-run figure")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
@@ -56,6 +57,12 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    "result written by an older cloudbench (without the field's scores); others are kept")
     p.add_argument("--consistency", action="store_true", help="label-free: also measure how often a prediction "
                    "holds with the input flipped (one more inference pass)")
+
+
+def _runtime_option(p: argparse._ActionsContainer) -> None:
+    p.add_argument("--runtime", default="torch", choices=RUNTIMES,
+                   help="torch (default); onnxruntime or openvino: the network exported to ONNX once and checked "
+                   "against torch on the first tiles (CPU); auto: the fastest of those that agree, measured once")
 
 
 def model_settings(args: argparse.Namespace) -> dict[str, list[Any]]:
@@ -75,7 +82,7 @@ def _run_config(args: argparse.Namespace, argv: Sequence[str], **extra: Any) -> 
     return RunConfig(recipe=Recipe.overrides(args), data_root=args.data_root, out=args.out, strict=args.strict,
                      accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
                      num_nodes=args.num_nodes, num_workers=args.num_workers, wandb=args.wandb,
-                     channels_last=not args.no_channels_last, compile=args.compile,
+                     channels_last=not args.no_channels_last, compile=args.compile, runtime=args.runtime,
                      figure=not args.no_figure, finetune=args.finetune, command=shlex.join(["bench", *argv]),
                      consistency=args.consistency, reevaluate=args.reevaluate,
                      **extra)
@@ -163,6 +170,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--device", help="cpu or cuda (default: cuda if there is one)")
     pr.add_argument("--precision", default="auto", help="auto (bf16 where the hardware runs it fast), fp32 or bf16")
     pr.add_argument("--no-channels-last", action="store_true", help="keep the contiguous memory format")
+    _runtime_option(pr)
     pr.add_argument("--compile", action="store_true", help="torch.compile the model first")
     pr.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -186,6 +194,7 @@ def _add_assess(sub: argparse._SubParsersAction) -> None:
     pa.add_argument("--batch-size", type=_positive_int, default=4)
     pa.add_argument("--device", help="cpu or cuda (default: cuda if there is one)")
     pa.add_argument("--precision", default="auto", help="auto, fp32 or bf16")
+    _runtime_option(pa)
     pa.add_argument("--json", help="write the whole assessment to this JSON file (schema in bench.run.assess)")
     pa.add_argument("--quiet", action="store_true", help="no progress display")
 
@@ -361,7 +370,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError("--probabilities names one file: with --out-dir, pass --write-probabilities")
     predictor = load_predictor(args.model, args.run, args.weights)
     zero_shot = predictor.source.get("mode") == "zero-shot"  # auto: fp32 for a zoo model, as upstream runs it
-    fast = FastPaths(resolve_precision(args.precision, device, zero_shot), not args.no_channels_last, args.compile)
+    fast = FastPaths(resolve_precision(args.precision, device, zero_shot), not args.no_channels_last, args.compile,
+                     args.runtime, predictor.exports())
     options = dict(bands=bands, scale=args.scale, offset=args.offset, tile=args.tile, overlap=args.overlap,
                    batch_size=args.batch_size, device=device, fast=fast, probability_type=args.probability_type)
     if args.out_dir:
@@ -404,14 +414,15 @@ def cmd_assess(args: argparse.Namespace) -> int:
     if not args.model and not args.run:
         raise ConfigError("give at least one --model NAME or --run RESULT.json")
     device = args.device or default_device()
-    fast = FastPaths(resolve_precision(args.precision, device))
+    fast = FastPaths(resolve_precision(args.precision, device), runtime=args.runtime)
     plans = [a.calibration_plan(m, args.calibrate_on, a.model_bands(m)) for m in args.model if not a.is_masks(m)]
     plans += [a.run_plan(Path(r)) for r in args.run]
     masks = [m for m in args.model if a.is_masks(m)]
     bands = [b.strip() for b in args.bands.split(",")] if args.bands else None
     reports = []
     for severity in a.severities(args.scenario):
-        rows = [a.row_of(p, device, FastPaths(resolve_precision(args.precision, device, p.mode == "zero-shot")))
+        rows = [a.row_of(p, device, FastPaths(resolve_precision(args.precision, device, p.mode == "zero-shot"),
+                                              runtime=args.runtime))
                 for p in plans] + [a.masks_row(m, args.masks) for m in masks]
         scenes = (a.split_scenes(args.scenario, severity) if args.scenario else
                   a.file_scenes([Path(s) for s in args.scenes], bands, args.scale, args.offset, args.tile))

@@ -1,6 +1,7 @@
-"""The fast paths side by side in one run: fp32, channels_last, and channels_last + bf16 autocast, for
-unet_mnv2 inference (256 px, batch 8) and training steps (128 px, batch 16); images/s and the ratio to fp32,
-argmax agreement with fp32, and the mIoU of a trained model on samples_intra evaluated each way.
+"""The fast paths side by side in one run: fp32, channels_last, and channels_last + bf16 autocast, and the
+exported runtimes (ONNX Runtime fp32, OpenVINO fp32, and OpenVINO bf16 where the CPU has it), for unet_mnv2
+inference (256 px, batch 8), and training steps (128 px, batch 16) for the torch paths; images/s and the
+ratio to fp32, argmax agreement with fp32, and the mIoU of a trained model on samples_intra evaluated each way.
 
     python benchmarks/precision.py [--threads 2] [--rounds 3] [--device cpu] [--result RESULT.json]
 
@@ -13,6 +14,7 @@ bf16 is slower, which is why ``--precision auto`` picks fp32 there.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +26,18 @@ from bench.run.inference import FastPaths, bf16_is_fast
 
 PATHS = {"fp32": FastPaths("fp32", False), "channels_last": FastPaths("fp32", True),
          "channels_last+bf16": FastPaths("bf16", True)}
+TRAINING = dict(PATHS)  # the exported runtimes predict only
+
+
+def add_runtimes(exports: str) -> None:
+    """The exported runtimes that can run here, beside the torch paths (exports in a temporary folder)."""
+    from bench.run import runtimes
+
+    for name in runtimes.EXPORTED:
+        if runtimes.refusal(name, "cpu", False) is None:
+            PATHS[f"{name} fp32"] = FastPaths("fp32", runtime=name, exports=exports)
+    if "openvino fp32" in PATHS and runtimes.openvino_has_bf16():
+        PATHS["openvino bf16"] = FastPaths("bf16", runtime="openvino", exports=exports)
 
 
 def network() -> torch.nn.Module:
@@ -86,7 +100,7 @@ def training(device: str, rounds: int) -> None:
             return len(x) / (time.perf_counter() - t)
         return run
 
-    rates = alternate({name: timed(name) for name in PATHS}, rounds)
+    rates = alternate({name: timed(name) for name in TRAINING}, rounds)
     print("training, unet_mnv2, 128 px, batch 16")
     for name, rate in rates.items():
         print(f"  {name:<20} {rate:7.2f} images/s  x{rate / rates['fp32']:.2f}")
@@ -124,13 +138,30 @@ def main() -> None:
     p.add_argument("--skip-training", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"{args.device}, {args.threads} threads; bf16 runs natively here: {bf16_is_fast(args.device)}")
-    inference(args.device, args.rounds)
-    if not args.skip_training:
-        training(args.device, args.rounds)
-    found = sorted(Path("runs/results/samples_intra").glob("unet_mnv2-percentile-none-s0-*.json"),
-                   key=lambda f: f.stat().st_mtime)
-    miou(args.result or (found[-1] if found else None), args.device)
+    print(f"{args.device}, {args.threads} threads; bf16 runs natively here: {bf16_is_fast(args.device)}; "
+          f"CPU: {cpu_flags()}")
+    with tempfile.TemporaryDirectory() as exports:
+        if args.device == "cpu":
+            add_runtimes(exports)
+        inference(args.device, args.rounds)
+        if not args.skip_training:
+            training(args.device, args.rounds)
+        found = sorted(Path("runs/results/samples_intra").glob("unet_mnv2-percentile-none-s0-*.json"),
+                       key=lambda f: f.stat().st_mtime)
+        miou(args.result or (found[-1] if found else None), args.device)
+
+
+def cpu_flags() -> str:
+    """The CPU's model and which of AVX2 / AVX512-BF16 / AMX it has."""
+    from bench.run.runtimes import cpu_name
+
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    has = [name for name, flag in (("AVX2", "avx2"), ("AVX512-BF16", "avx512_bf16"), ("AMX", "amx_tile"))
+           if flag in flags]
+    return f"{cpu_name()} ({', '.join(has) or 'none of AVX2, AVX512-BF16, AMX'})"
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from bench.core.errors import ConfigError
 
 COMMAND_LINE = "command line"
 PRECISIONS = ("auto", "fp32", "bf16")
+#: inference runtimes (bench.run.runtimes): torch, or the network exported to ONNX and run by one of two
+RUNTIMES = ("torch", "onnxruntime", "openvino", "auto")
 
 
 def _setting(default: Any, help: str, minimum: int | None = None) -> Any:

@@ -52,7 +52,7 @@ class FreeOfLabels:
         """What decides the calibration: the model, the validation data, the label space, the precision."""
         p = self.p
         return key({"train": p.train_key, "val": data_identity(p.scenario, p.splits, "val"),
-                    "space": p.space.to_dict(), "fast": self.fast.describe(), "version": VERSION})
+                    "space": p.space.to_dict(), "fast": self.fast.identity(), "version": VERSION})
 
     def calibrated(self) -> tuple[dict[str, Any] | None, str | None, dict[str, np.ndarray]]:
         """The calibration (from the model folder if it was made before), why there is none, the val maps."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -218,6 +218,8 @@ def evaluate(model: nn.Module | SceneModel, normalizer: Normalizer, test: Split,
     if isinstance(model, nn.Module):
         model.eval()
     adapter, fast, tiling = adapter or NoAdaptation(), fast or FastPaths(), Tiling(patch)
+    if adapter.protocol != "none" and fast.runtime == "auto":  # an adapted network runs in torch
+        fast = replace(fast, runtime="torch", ran={})
     free = (True, label_free.consistency) if label_free else (False, False)  # probabilities, flip
     tile_fn = (lambda t: normalizer.transform(t)) if normalizer.level == "patch" else None
 

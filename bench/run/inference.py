@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from bench.models.base import Contract, SceneModel
 #: in strips (statistics streamed, error below 4 x range / 65,536 per band)
 WHOLE_PIXELS = 4096 * 4096
 _compiled: "weakref.WeakKeyDictionary[nn.Module, Callable]" = weakref.WeakKeyDictionary()
+_choosers: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
 #: set to ``fast`` or ``slow`` to override what :func:`bf16_is_fast` detects (``auto`` then picks bf16, or
@@ -65,36 +67,92 @@ def resolve_precision(precision: str, device: str, zero_shot: bool = False) -> s
 
 @dataclass(frozen=True)
 class FastPaths:
-    """How a torch model runs: memory format, autocast precision, compilation."""
+    """How a torch model runs: memory format, autocast precision, compilation, and the runtime (torch, or an
+    export to ONNX Runtime / OpenVINO checked against torch: :mod:`bench.run.runtimes`)."""
 
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     channels_last: bool = True
     compile: bool = False
+    runtime: str = "torch"  # torch | onnxruntime | openvino | auto
+    exports: str | None = None  # folder for a model's exports (None: the user cache)
+    ran: dict[str, str] = field(default_factory=dict, compare=False, repr=False)  # the runtime that ran
 
-    def prepare(self, module: nn.Module, device: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    def prepare(self, module: nn.Module, device: str, adapting: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
         """The model on ``device`` in this memory format, as a function of a batch (its train / eval mode
-        is left as it is: an adapter may keep BatchNorm on batch statistics)."""
+        is left as it is: an adapter may keep BatchNorm on batch statistics, and then, ``adapting``, an
+        exported runtime cannot stand in for it)."""
         module = module.to(device)
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
-        if not self.compile:
-            return module
-        if module not in _compiled:  # compiled once per module, not once per scene
-            _compiled[module] = torch.compile(module)
-        return _compiled[module]
+        fn: Callable[[torch.Tensor], torch.Tensor] = module
+        if self.compile:
+            if module not in _compiled:  # compiled once per module, not once per scene
+                _compiled[module] = torch.compile(module)
+            fn = _compiled[module]
+        if self.runtime == "torch":
+            self.ran["runtime"] = "torch"
+            return fn
+        return self.exported(module, fn, device, adapting)
 
-    def logits(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: str) -> torch.Tensor:
-        """float32 logits of a batch."""
+    def exported(self, module: nn.Module, fn: Callable, device: str, adapting: bool) -> Callable:
+        """The runtime's function of a batch for ``module`` (one per module and request, kept across scenes)."""
+        from bench.run import runtimes
+
+        adapting = adapting or any(m.training for m in module.modules())
+        if self.runtime != "auto":
+            reason = runtimes.refusal(self.runtime, device, adapting)
+            if reason:
+                raise ConfigError(f"--runtime {self.runtime}: {reason}")
+        elif all(runtimes.refusal(r, device, adapting) for r in runtimes.EXPORTED):
+            self.ran["runtime"] = "torch"  # auto: torch where an exported runtime cannot stand in
+            return fn
+        key = (self.runtime, self.precision, torch.get_num_threads(), self.exports)
+        chooser = _choosers.setdefault(module, {}).get(key)
+        if chooser is None:
+            torch_fn = lambda x: self.torch_logits(fn, x, device, self.precision)  # noqa: E731
+            torch_fp32 = lambda x: self.torch_logits(fn, x, device, "fp32")  # noqa: E731
+            chooser = runtimes.Chooser(module, torch_fn, torch_fp32, self.runtime, self.precision,
+                                       Path(self.exports) if self.exports else None)
+            _choosers[module][key] = chooser
+        self.ran["runtime"] = chooser.ran or self.runtime
+        return _Ran(chooser, self.ran)
+
+    def torch_logits(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: str,
+                     precision: str) -> torch.Tensor:
+        """float32 logits of a batch through torch at ``precision``."""
         x = x.to(device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         kind = "cuda" if device.startswith("cuda") else "cpu"
-        with torch.no_grad(), torch.autocast(kind, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        with torch.no_grad(), torch.autocast(kind, dtype=torch.bfloat16, enabled=precision == "bf16"):
             return fn(x).float()
 
-    def describe(self) -> dict[str, Any]:
-        """What results record."""
+    def logits(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: str) -> torch.Tensor:
+        """float32 logits of a batch."""
+        if isinstance(fn, _Ran):
+            with torch.no_grad():
+                return fn(x.cpu())
+        return self.torch_logits(fn, x, device, self.precision)
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the predictions up to the runtime (a runtime that passed its check agrees with torch)."""
         return {"precision": self.precision, "channels_last": self.channels_last, "compile": self.compile}
+
+    def describe(self) -> dict[str, Any]:
+        """What results record (``runtime``: the one that ran, once a batch has run)."""
+        return {**self.identity(), "runtime": self.ran.get("runtime", self.runtime)}
+
+
+class _Ran:
+    """A runtime's function of a batch that notes, once it has run, which runtime that was."""
+
+    def __init__(self, chooser: Any, ran: dict[str, str]) -> None:
+        self.chooser, self.ran_of = chooser, ran
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.chooser(x)
+        self.ran_of["runtime"] = self.chooser.ran
+        return out
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any
 from bench.core.errors import ConfigError, DataError, unknown
 from bench.core.labels import EvalSpace
 from bench.core.metrics import BOUNDARY_PX
-from bench.core.recipe import Recipe
+from bench.core.recipe import RUNTIMES, Recipe
 from bench.core.registry import Entry, get_registry, is_path
 from bench.core.results import RESULT_FORMAT, key, read_result, sha256
 from bench.data.scenarios import SPLITS, Scenario, load_scenario
@@ -69,6 +69,7 @@ class RunConfig:
     num_workers: int = 0
     channels_last: bool = True  # channels_last for inference, and for training with bf16 or on a GPU
     compile: bool = False  # torch.compile the model for inference
+    runtime: str = "torch"  # inference runtime: torch, onnxruntime, openvino or auto (bench.run.runtimes)
     wandb: str = "offline"  # offline (default), online, or off; Lightning's CSV logs are always written
     figure: bool = True
     label_free: bool = True  # record the label-free signals and estimates (bench.run.label_free) beside the metrics
@@ -89,6 +90,11 @@ class RunConfig:
         if not is_path(self.scenario):
             reg.get("scenario", self.scenario)
         Recipe.check_values(self.recipe, "command line")
+        if self.runtime not in RUNTIMES:
+            raise unknown("--runtime", self.runtime, list(RUNTIMES))
+        if self.runtime in ("onnxruntime", "openvino") and self.adapt != "none":
+            raise ConfigError(f"--runtime {self.runtime} runs a fixed network, and the adapter {self.adapt!r} changes "
+                              "it while it predicts: use --runtime torch or auto (auto runs torch there)")
         if self.wandb not in WANDB_MODES:
             raise unknown("--wandb mode", self.wandb, list(WANDB_MODES))
         if self.data_root is not None and not Path(self.data_root).is_dir():

@@ -54,6 +54,10 @@ class Predictor:
     patch: int | None = None  # the tile size a patch-level normalizer was trained with
     source: dict[str, Any] = field(default_factory=dict)  # model, norm, mode, where it came from
 
+    def exports(self) -> str | None:
+        """The folder for this model's runtime exports: its own (a trained run), else None (the user cache)."""
+        return str(Path(self.source["checkpoint"]).parent) if "checkpoint" in self.source else None
+
 
 def load_predictor(model: str | None = None, run: str | Path | None = None, weights: str | None = None) -> Predictor:
     """A trained run (``run``: result JSON, model folder or ``model.pt``) or a pretrained model by name."""
@@ -271,6 +275,7 @@ class MaskWriter:
                  probabilities: str | Path | None, probability_type: str) -> None:
         self.out, self.raster, self.prob_path = out, raster, Path(probabilities) if probabilities else None
         self.prob_type, self.nodata, self.counts = probability_type, 0, np.zeros(len(CLASSES), dtype=np.int64)
+        self.fast = fast
         self.tags = {"model": predictor.name, **{k: str(v) for k, v in predictor.source.items()},
                      "bands": ",".join(predictor.bands), "source": str(raster.path),
                      "tile": str(tiling.tile), "overlap": str(tiling.overlap),
@@ -323,6 +328,8 @@ class MaskWriter:
 
         if kind is None:  # the share of each class among the valid pixels, what a catalogue's cloud cover reads
             self.mask.update_tags(**class_percentages(self.counts))
+            for dst in filter(None, (self.mask, self.probs)):  # the runtime that ran, known once a batch has
+                dst.update_tags(fast_paths=json.dumps(self.fast.describe()))
         for dst in (self.mask, self.probs):
             if dst is not None:
                 dst.close()

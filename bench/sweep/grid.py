@@ -103,6 +103,7 @@ def cell_command(cfg: RunConfig) -> str:
         if value is not None and value != getattr(defaults, name):
             args += [f"--{name.replace('_', '-')}", str(value)]
     args += (["--no-channels-last"] if not cfg.channels_last else []) + (["--compile"] if cfg.compile else [])
+    args += ["--runtime", cfg.runtime] if cfg.runtime != defaults.runtime else []
     args += ["--reevaluate"] if cfg.reevaluate else []
     for k, v in cfg.settings.items():
         args += ["--set", f"{k}={json.dumps(v)}"]  # read back as TOML values

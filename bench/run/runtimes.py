@@ -1,0 +1,268 @@
+"""Exported inference runtimes: a torch network run through ONNX Runtime or OpenVINO on the CPU.
+
+* **Export once.** A network is exported to ONNX once per weights (the sha256 of its state dict) and band
+  count, into the model's folder (a model trained here) or the user cache (a zoo model), written
+  atomically; batch, height and width stay dynamic, so one file serves every tile size.
+* **Checked before use.** On its first batch of real tiles an exported runtime is run beside torch fp32; it
+  is used only if the two argmax maps agree on at least :data:`AGREEMENT` of the pixels (99.9 % in fp32,
+  99 % in bf16). Otherwise it is set aside with a warning and torch runs. The outcome is remembered in a
+  JSON file beside the export, per runtime, precision and CPU, so the check runs once per machine.
+* **auto.** Among torch and the runtimes that passed their check, the fastest on that first batch (the
+  median of :data:`ROUNDS` alternated rounds, at the thread count in use), measured once and remembered
+  the same way.
+
+bf16 runs through torch's autocast or OpenVINO's inference-precision hint where the CPU has bf16
+(``OPTIMIZATION_CAPABILITIES``); ONNX Runtime runs fp32 only. A runtime asked for by name that cannot run
+here (not installed, a GPU device, bf16 where it has none, an adapter that changes the network while it
+predicts) is refused before any pixel is predicted; ``auto`` leaves it out instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.core.errors import ConfigError
+from bench.core.recipe import RUNTIMES
+from bench.core.results import CACHE, atomic, write_json
+
+EXPORTED = ("onnxruntime", "openvino")
+#: least argmax agreement with torch fp32 on the first batch for an exported runtime to be used
+AGREEMENT = {"fp32": 0.999, "bf16": 0.99}
+OPSET = 17
+#: alternated timing rounds per candidate when ``auto`` measures
+ROUNDS = 3
+#: where a zoo model's exports go (a trained model's go to its own folder)
+EXPORTS = CACHE / "exports"
+
+Logits = Callable[[torch.Tensor], torch.Tensor]
+
+
+class RuntimeSetAside(UserWarning):
+    """An exported runtime disagreed with torch on real tiles (or could not run): torch is used instead."""
+
+
+def check_runtime(runtime: str) -> str:
+    """``runtime`` if it is one of :data:`RUNTIMES`, else a ConfigError that lists them."""
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    return runtime
+
+
+def weights_digest(module: nn.Module) -> str:
+    """sha256 of a network's state dict: every parameter and buffer, by name, in order."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes() if t.dtype != torch.bfloat16
+                 else t.detach().cpu().float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def export_onnx(module: nn.Module, in_channels: int, path: Path) -> Path:
+    """``module`` (in eval mode) as an ONNX file at ``path``, batch / height / width dynamic."""
+    net = copy.deepcopy(module).float().cpu().eval()
+    net = net.to(memory_format=torch.contiguous_format)
+    x = torch.zeros(1, in_channels, 64, 64)
+    with atomic(path) as tmp, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes
+        torch.onnx.export(net, (x,), str(tmp), dynamo=False, input_names=["x"], output_names=["logits"],
+                          dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "logits": {0: "n", 2: "h", 3: "w"}},
+                          opset_version=OPSET)
+        import onnx
+
+        onnx.checker.check_model(str(tmp), full_check=True)  # a malformed export is never kept
+    return path
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), which a check and a measurement are remembered for."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def openvino_has_bf16() -> bool:
+    """True where OpenVINO's CPU plugin runs bf16 natively."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def onnxruntime_logits(path: Path, precision: str, threads: int) -> Logits:
+    """An ONNX Runtime session of ``path`` as a function of a batch (fp32 only)."""
+    import onnxruntime as ort
+
+    if precision != "fp32":
+        raise ConfigError("onnxruntime runs fp32 only here: use --precision fp32, or --runtime openvino / torch for bf16")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(session.run(None, {"x": np.ascontiguousarray(x.numpy(), np.float32)})[0])
+
+
+def openvino_logits(path: Path, precision: str, threads: int) -> Logits:
+    """An OpenVINO CPU model of ``path`` compiled at ``precision`` as a function of a batch."""
+    import openvino as ov
+
+    if precision == "bf16" and not openvino_has_bf16():
+        raise ConfigError("this CPU has no native bf16 for OpenVINO (OPTIMIZATION_CAPABILITIES lacks BF16): use "
+                          "--precision fp32, or --runtime torch")
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                                                        "INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        out = request.infer({0: np.ascontiguousarray(x.numpy(), np.float32)})
+        return torch.from_numpy(np.array(out[compiled.output(0)], dtype=np.float32))
+
+    return run
+
+
+SESSIONS = {"onnxruntime": onnxruntime_logits, "openvino": openvino_logits}
+
+
+def refusal(runtime: str, device: str, adapting: bool) -> str | None:
+    """Why ``runtime`` cannot run here at all, or None."""
+    if not device.startswith("cpu"):
+        return f"{runtime} runs on the CPU here; device {device!r} runs torch"
+    if adapting:
+        return f"{runtime} runs a fixed network; a test-time adapter changes it while it predicts"
+    try:
+        __import__(runtime)
+    except ImportError:
+        return f"{runtime} is not installed (pip install {runtime})"
+    return None
+
+
+def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Share of pixels whose argmax class is the same in two batches of logits."""
+    return float((a.argmax(1) == b.argmax(1)).float().mean())
+
+
+def median_seconds(fns: dict[str, Callable[[], Any]], rounds: int = ROUNDS) -> dict[str, float]:
+    """Median seconds of each function over ``rounds`` rounds, the functions alternated within a round."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+class Chooser:
+    """The logits function of one network under one runtime request: it exports, checks and (``auto``)
+    measures on the first batch, then runs what it chose. ``ran`` says which runtime that was."""
+
+    def __init__(self, module: nn.Module, torch_fn: Logits, torch_fp32: Logits, runtime: str, precision: str,
+                 folder: Path | None) -> None:
+        self.module, self.torch_fn, self.torch_fp32 = module, torch_fn, torch_fp32
+        self.runtime, self.precision, self.folder = runtime, precision, folder
+        self.fn: Logits | None = None
+        self.ran: str | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fn is None:
+            self.fn, self.ran = self.choose(x)
+        return self.fn(x)
+
+    def export(self, in_channels: int) -> Path:
+        """The network's ONNX file for ``in_channels`` bands, exported now unless it was before."""
+        name = f"{weights_digest(self.module)[:16]}-{in_channels}b-opset{OPSET}.onnx"
+        path = (self.folder / "exports" if self.folder else EXPORTS) / name
+        return path if path.exists() else export_onnx(self.module, in_channels, path)
+
+    def choose(self, x: torch.Tensor) -> tuple[Logits, str]:
+        """(logits function, runtime name) after the check, and for ``auto`` the measurement, on batch ``x``."""
+        threads = torch.get_num_threads()
+        names = [r for r in EXPORTED if refusal(r, "cpu", False) is None] if self.runtime == "auto" else [self.runtime]
+        path = self.export(x.shape[1])
+        memo = Memo(path.with_suffix(".json"))
+        passed: dict[str, Logits] = {}
+        reference: torch.Tensor | None = None
+        for name in names:
+            if self.runtime == "auto" and name == "onnxruntime" and self.precision != "fp32":
+                continue
+            try:
+                fn = SESSIONS[name](path, self.precision, threads)
+            except ConfigError:
+                if self.runtime == "auto":
+                    continue
+                raise
+            check = memo.check(name, self.precision)
+            if check is None:
+                if reference is None:
+                    reference = self.torch_fp32(x)
+                check = memo.record_check(name, self.precision, agreement(fn(x), reference))
+            if check["passed"]:
+                passed[name] = fn
+            elif self.runtime != "auto":
+                warnings.warn(f"{name} ({self.precision}) agreed with torch fp32 on {check['agreement']:.2%} of the "
+                              f"pixels of real tiles, under the {AGREEMENT[self.precision]:.1%} required: it is set "
+                              f"aside and torch runs ({path.with_suffix('.json')} remembers this)", RuntimeSetAside,
+                              stacklevel=2)
+        if self.runtime != "auto":
+            return (passed[self.runtime], self.runtime) if passed else (self.torch_fn, "torch")
+        fastest = memo.fastest(self.precision, threads, list(passed))
+        if fastest is None:
+            seconds = median_seconds({"torch": lambda: self.torch_fn(x), **{k: (lambda f=f: f(x)) for k, f in passed.items()}})
+            fastest = memo.record_fastest(self.precision, threads, seconds)
+        return (passed.get(fastest, self.torch_fn), fastest) if fastest in passed else (self.torch_fn, "torch")
+
+
+class Memo:
+    """What was found about one export on this machine: its checks and which runtime was fastest."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.data = json.loads(path.read_text()) if path.exists() else {}
+        except ValueError:
+            self.data = {}
+        self.data.setdefault("checks", {})
+        self.data.setdefault("fastest", {})
+
+    def check(self, runtime: str, precision: str) -> dict[str, Any] | None:
+        """The remembered check of ``runtime`` at ``precision`` on this CPU, or None."""
+        return self.data["checks"].get(f"{runtime}/{precision}/{cpu_name()}")
+
+    def record_check(self, runtime: str, precision: str, agreed: float) -> dict[str, Any]:
+        """Remember (and return) a check's outcome."""
+        check = {"agreement": agreed, "required": AGREEMENT[precision], "passed": agreed >= AGREEMENT[precision]}
+        self.data["checks"][f"{runtime}/{precision}/{cpu_name()}"] = check
+        write_json(self.path, self.data)
+        return check
+
+    def fastest(self, precision: str, threads: int, passed: list[str]) -> str | None:
+        """The remembered fastest runtime, if it was measured among the same candidates."""
+        found = self.data["fastest"].get(f"{precision}/{threads}/{cpu_name()}")
+        if found and set(found["seconds"]) == {"torch", *passed}:
+            return found["runtime"]
+        return None
+
+    def record_fastest(self, precision: str, threads: int, seconds: dict[str, float]) -> str:
+        """Remember (and return) the fastest of measured ``seconds`` per batch."""
+        best = min(seconds, key=seconds.get)
+        self.data["fastest"][f"{precision}/{threads}/{cpu_name()}"] = {"runtime": best, "seconds": seconds}
+        write_json(self.path, self.data)
+        return best
