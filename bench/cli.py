@@ -154,7 +154,13 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--write-probabilities", action="store_true", help="with --out-dir: also write "
                     "<stem>_probabilities.tif")
     pr.add_argument("--jobs", type=_positive_int, default=1, help="with --out-dir: scenes at once, in local "
-                    "worker processes that share the CPU's threads (default 1)")
+                    "worker processes that share the CPU's threads (default 1); with --launcher, jobs submitted")
+    pr.add_argument("--launcher", default="local", help="local (default), or slurm / submitit_local: --jobs "
+                    "submitit jobs, each with its share of the scenes (as bench sweep submits)")
+    pr.add_argument("--partition", help="Slurm partition")
+    pr.add_argument("--time", type=_positive_int, default=60, help="Slurm time limit per job, minutes")
+    pr.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per Slurm job")
+    pr.add_argument("--cpus-per-job", type=int, help="CPUs per Slurm job")
     pr.add_argument("--probability-type", default="uint8", help="uint8 (percent, nodata 255; default) or float32")
     pr.add_argument("--bands", help="the GeoTIFF's bands in file order, e.g. B02,B03,B04,B08 (default: its band "
                     "descriptions)")
@@ -364,7 +370,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if bands:
         check_bands(bands, "--bands")
     device = args.device or default_device()
-    if args.out and (len(args.input) > 1 or args.write_probabilities or args.jobs > 1):
+    if args.out and (len(args.input) > 1 or args.write_probabilities or args.jobs > 1 or args.launcher != "local"):
         raise ConfigError("--out names one mask: give --out-dir for several scenes (and --write-probabilities)")
     if args.out_dir and args.probabilities:
         raise ConfigError("--probabilities names one file: with --out-dir, pass --write-probabilities")
@@ -389,7 +395,16 @@ def predict_scenes(predictor: Any, args: argparse.Namespace, options: dict[str, 
     from bench.run.predict_many import predict_in_processes, predict_many, scene_paths
 
     scenes = scene_paths(args.input)
-    if args.jobs > 1:
+    if args.launcher != "local":
+        from bench.run.predict_many import predict_submitted
+        from bench.sweep.launchers import Launcher
+
+        launcher = Launcher(args.launcher, jobs=args.jobs, folder=Path(args.out_dir) / ".jobs",
+                            partition=args.partition, time_min=args.time, gpus_per_job=args.gpus_per_job,
+                            cpus_per_job=args.cpus_per_job)
+        outcomes = predict_submitted(launcher.executor(), args.model, args.run, args.weights, scenes, args.out_dir,
+                                     args.jobs, args.write_probabilities, args.overwrite, not args.quiet, **options)
+    elif args.jobs > 1:
         outcomes = predict_in_processes(args.model, args.run, args.weights, scenes, args.out_dir, args.jobs,
                                         args.write_probabilities, args.overwrite, not args.quiet, **options)
     else:

@@ -452,7 +452,41 @@ def test_jobs_mask_scenes_in_worker_processes_as_one_process_does(tmp_path):
     common = ["--model", "s2cloudless", str(images), "--bands", ",".join(S2), "--quiet"]
     assert main(["predict", *common, "--out-dir", str(tmp_path / "one")]) == 0
     assert main(["predict", *common, "--out-dir", str(tmp_path / "two"), "--jobs", "2"]) == 0
-    for mask in sorted((tmp_path / "one").glob("*.tif")):
-        with rasterio.open(mask) as a, rasterio.open(tmp_path / "two" / mask.name) as b:
-            assert (a.read(1) == b.read(1)).all() and a.tags()["cloud_percent"] == b.tags()["cloud_percent"]
+    # the Slurm path, through submitit's local executor: 2 jobs, each with its share of the scenes
+    assert main(["predict", *common, "--out-dir", str(tmp_path / "submitted"), "--jobs", "2",
+                 "--launcher", "submitit_local"]) == 0
+    masks = sorted((tmp_path / "one").glob("*.tif"))
+    assert len(masks) == 5 and len(list((tmp_path / "submitted" / ".jobs").rglob("*_log.out"))) == 2
+    for mask in masks:
+        for other in ("two", "submitted"):
+            with rasterio.open(mask) as a, rasterio.open(tmp_path / other / mask.name) as b:
+                assert (a.read(1) == b.read(1)).all() and a.tags()["cloud_percent"] == b.tags()["cloud_percent"]
     assert main(["predict", *common, "--out", str(tmp_path / "x.tif"), "--jobs", "2"]) == 2  # one scene, one job
+
+
+def test_a_submitted_job_that_fails_marks_its_scenes_failed_and_the_others_go_on(tmp_path):
+    from bench.run.predict_many import predict_submitted, scene_paths
+
+    class Job:  # what a submitit job offers: an id and its result, or its error
+        def __init__(self, fn, args, lost: bool) -> None:  # noqa: ANN001
+            self.fn, self.args, self.lost, self.job_id = fn, args, lost, "17"
+
+        def result(self):  # noqa: ANN202
+            if self.lost:
+                raise RuntimeError("node lost\ntraceback ...")
+            return self.fn(*self.args)
+
+    class Executor:
+        def __init__(self) -> None:
+            self.jobs: list[Job] = []
+
+        def submit(self, fn, *args):  # noqa: ANN001, ANN002, ANN202
+            self.jobs.append(Job(fn, args, lost=not self.jobs))
+            return self.jobs[-1]
+
+    scenes = scene_paths([str(EOLEARN.parent)])
+    outcomes = predict_submitted(Executor(), "s2cloudless", None, None, scenes, tmp_path, 2, progress=False,
+                                 bands=S2)
+    assert [o.status for o in outcomes] == ["failed", "written"] * 2 + ["failed"]  # every 2nd scene per job
+    assert outcomes[0].detail == "job 17: node lost"
+    assert sorted(p.name for p in tmp_path.glob("*.tif")) == sorted(o.mask.name for o in outcomes[1::2])

@@ -161,6 +161,41 @@ def predict_in_processes(model: str | None, run: str | None, weights: str | None
     return [outcomes[s] for s in scenes]
 
 
+def predict_chunk(model: str | None, run: str | None, weights: str | None, scenes: list[Path], out_dir: Path,
+                  probabilities: bool, overwrite: bool, options: dict[str, Any]) -> list[Outcome]:
+    """One submitted job's scenes, the model loaded once (a picklable top-level function for submitit)."""
+    from bench.run.predict import load_predictor
+
+    predictor = load_predictor(model, run, weights)
+    return [predict_one(predictor, s, out_dir, probabilities, overwrite, False, None, options) for s in scenes]
+
+
+def predict_submitted(executor: Any, model: str | None, run: str | None, weights: str | None, scenes: list[Path],
+                      out_dir: str | Path, jobs: int, probabilities: bool = False, overwrite: bool = False,
+                      progress: bool = True, **options: Any) -> list[Outcome]:
+    """:func:`predict_many` as ``jobs`` jobs of a submitit ``executor`` (Slurm, or submitit's local one), each
+    with every ``jobs``-th scene left to do; the progress display counts scenes as jobs finish. A job that
+    fails marks its scenes failed with its error, and the others go on."""
+    out_dir = Path(out_dir)
+    outcomes = skipped(scenes, out_dir, overwrite)
+    todo = [s for s in scenes if s not in outcomes]
+    chunks = [todo[i::jobs] for i in range(min(jobs, len(todo)))]
+    submitted = [executor.submit(predict_chunk, model, run, weights, chunk, out_dir, probabilities, overwrite,
+                                 options) for chunk in chunks]
+    bar = Progress(len(todo), "scenes", f"{len(todo)} scenes, {len(chunks)} jobs", enabled=progress)
+    for job, chunk in zip(submitted, chunks):
+        try:
+            done = job.result()
+        except Exception as err:  # noqa: BLE001 - the job's error, reported for each of its scenes
+            done = [Outcome(s, out_dir / f"{scene_stem(s)}.tif", "failed", detail=f"job {job.job_id}: {err}".splitlines()[0])
+                    for s in chunk]
+        for o in done:
+            outcomes[o.scene] = o
+        bar.update(len(chunk))
+    bar.close()
+    return [outcomes[s] for s in scenes]
+
+
 def cloud_of(mask: Path) -> str:
     """``cloud 12.34 %`` from a written mask's tags."""
     import rasterio
