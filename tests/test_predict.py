@@ -490,3 +490,33 @@ def test_a_submitted_job_that_fails_marks_its_scenes_failed_and_the_others_go_on
     assert [o.status for o in outcomes] == ["failed", "written"] * 2 + ["failed"]  # every 2nd scene per job
     assert outcomes[0].detail == "job 17: node lost"
     assert sorted(p.name for p in tmp_path.glob("*.tif")) == sorted(o.mask.name for o in outcomes[1::2])
+
+
+def test_reading_ahead_gives_every_item_in_order_and_raises_the_readers_error():
+    from bench.run.inference import read_ahead
+
+    assert list(read_ahead(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():  # noqa: ANN202
+        yield 1
+        raise OSError("band 3: read error")
+
+    with pytest.raises(OSError, match="read error"):
+        list(read_ahead(failing()))
+    produced = []
+
+    def endless():  # noqa: ANN202
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    stream = read_ahead(endless(), depth=2)
+    assert next(stream) == 0
+    stream.close()  # the consumer stops: the reading thread stops too, a few items ahead at most
+    n = len(produced)
+    import time
+
+    time.sleep(0.3)
+    assert len(produced) == n <= 5

@@ -141,9 +141,17 @@ class GeoTiff(Raster):
         return x
 
     def sample(self, step: int = SAMPLE_STEP) -> np.ndarray:
+        """Every ``step``-th row and column. A pixel-interleaved file with several bands is read in strips of
+        its block rows, each block decoded once: GDAL's decimated read walks it band by band, decoding every
+        block once per band (20 s instead of 1 s for a 3072 px, 13-band file, with predict's block cache)."""
         from rasterio.enums import Resampling
 
         idx = [self.bands.index(b) + 1 for b in self.wanted]
+        if self.src.interleaving is not None and self.src.interleaving.value == "PIXEL" and len(idx) > 1:
+            rows = max(self.src.block_shapes[0][0], step)
+            rows -= rows % step
+            return np.concatenate([self.read(r, min(r + rows, self.height))[:, ::step, ::step]
+                                   for r in range(0, self.height, rows)], axis=1)
         shape = (len(idx), max(self.height // step, 1), max(self.width // step, 1))
         raw = self.src.read(idx, out_shape=shape, masked=True, resampling=Resampling.nearest)
         x = (raw.data.astype(np.float32) + np.float32(self.offset)) * np.float32(self.scale)

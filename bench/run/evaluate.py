@@ -225,7 +225,8 @@ def evaluate(model: nn.Module | SceneModel, normalizer: Normalizer, test: Split,
 
     def batches(scene: SceneInput):  # noqa: ANN202 - unlabelled inputs only
         tiles = tile_stream(scene.read, scene.height, scene.width, tiling, scene.strips, tile_fn)
-        return (x.to(device) for _, x in input_batches(tiles, batch_size))
+        size = (tiling.size(scene.height), tiling.size(scene.width))
+        return (x.to(device) for _, x in input_batches(tiles, batch_size, size))
 
     adapted = model
     if adapter.protocol == "per_test_set":

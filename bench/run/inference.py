@@ -14,6 +14,8 @@ With ``overlap = 0`` the tiles are :func:`bench.data.splits.tile_grid`'s, edge t
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -215,21 +217,25 @@ def pad_mirrored(x: np.ndarray, height: int, width: int) -> np.ndarray:
 
 class HeldRows:
     """Arrays read with a strip (its labels, its nodata mask), kept by the strip's first row until the rows
-    of its core are taken; the engine may read the next strip before it hands out the last one's cores."""
+    of its core are taken; the engine may read the next strip (in its reading thread) before it hands out
+    the last one's cores."""
 
     def __init__(self) -> None:
         self.held: dict[int, tuple[np.ndarray, ...]] = {}
+        self.lock = threading.Lock()
 
     def keep(self, top: int, *arrays: np.ndarray) -> None:
         """Hold ``arrays`` of the rows read from ``top`` on."""
-        self.held[top] = arrays
+        with self.lock:
+            self.held[top] = arrays
 
     def take(self, r0: int, r1: int) -> tuple[np.ndarray, ...]:
         """Rows ``r0:r1`` of the held arrays that cover them; what was read before them is let go."""
-        top = max(k for k in self.held if k <= r0)
-        for k in [k for k in self.held if k < top]:
-            self.held.pop(k)
-        return tuple(a[r0 - top:r1 - top] for a in self.held[top])
+        with self.lock:
+            top = max(k for k in self.held if k <= r0)
+            for k in [k for k in self.held if k < top]:
+                self.held.pop(k)
+            return tuple(a[r0 - top:r1 - top] for a in self.held[top])
 
 
 Reader = Callable[[int, int], np.ndarray]  # rows r0:r1 -> (C, r1 - r0, W) model-ready input, NaN = nodata
@@ -237,15 +243,16 @@ Batch = Callable[[torch.Tensor], np.ndarray]  # (N, C, T, T) -> (N, K, T, T) per
 
 
 Tile = tuple[int, tuple[int, int, int, int], tuple[int, int, int, int], np.ndarray]  # strip, window, core, input
+#: batches read ahead of the model by the reading thread of :func:`predict_strips`
+READ_AHEAD = 2
 
 
 def tile_stream(read: Reader, height: int, width: int, tiling: Tiling, strips: list[tuple[int, int]],
                 tile_fn: Callable[[np.ndarray], np.ndarray] | None = None,
                 on_strip: Callable[[int, int], None] | None = None) -> Iterator[Tile]:
     """Every tile of the scene, strip after strip, in row-major order: its strip index, read window, core
-    and model input (``tile_fn`` applied, mirrored to the tiling's size, NaN as 0). ``on_strip(k, n)`` is
-    called with each strip's tile count before its tiles."""
-    th, tw = tiling.size(height), tiling.size(width)
+    and input (a view of the strip, ``tile_fn`` applied; :func:`input_batches` pads it to the tiling's size
+    and replaces NaN). ``on_strip(k, n)`` is called with each strip's tile count before its tiles."""
     for k, (r0, r1) in enumerate(strips):
         windows = list(tiling.tiles(r0, r1, height, width))
         top, bottom = min(w[0][0] for w in windows), max(w[0][2] for w in windows)
@@ -254,21 +261,79 @@ def tile_stream(read: Reader, height: int, width: int, tiling: Tiling, strips: l
             on_strip(k, len(windows))
         for (wr, wc, wr1, wc1), core in windows:
             t = image[:, wr - top:wr1 - top, wc:wc1]
-            t = pad_mirrored(tile_fn(t) if tile_fn else t, th, tw).astype(np.float32, copy=False)
-            yield k, (wr, wc, wr1, wc1), core, np.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)
+            yield k, (wr, wc, wr1, wc1), core, tile_fn(t) if tile_fn else t
         del image
 
 
-def input_batches(tiles: Iterator[Tile], batch_size: int) -> Iterator[tuple[list[Tile], torch.Tensor]]:
-    """Tiles grouped into batches: ``(tiles, (N, C, T, T) tensor)``."""
+def input_batches(tiles: Iterator[Tile], batch_size: int, size: tuple[int, int] | None = None
+                  ) -> Iterator[tuple[list[Tile], torch.Tensor]]:
+    """Tiles grouped into batches: ``(tiles without their inputs, (N, C, T, T) float32 tensor)``. Each tile
+    is written once into the batch (converted to float32 as it is copied, mirrored at the bottom / right up
+    to ``size``, the largest tile's by default), then NaN / inf become 0 over the whole batch in place."""
     chunk: list[Tile] = []
+
+    def batch() -> tuple[list[Tile], torch.Tensor]:
+        th, tw = size or (max(c[3].shape[1] for c in chunk), max(c[3].shape[2] for c in chunk))
+        out = np.empty((len(chunk), chunk[0][3].shape[0], th, tw), dtype=np.float32)
+        for i, c in enumerate(chunk):
+            t = c[3]
+            h, w = t.shape[1:]
+            if (h, w) == (th, tw):
+                np.copyto(out[i], t, casting="unsafe")
+            else:
+                out[i] = pad_mirrored(t, th, tw)
+        np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        return [(k, window, core, None) for k, window, core, _ in chunk], torch.from_numpy(out)  # views let go
+
     for t in tiles:
         chunk.append(t)
         if len(chunk) == batch_size:
-            yield chunk, torch.stack([torch.from_numpy(c[3]) for c in chunk])
+            yield batch()
             chunk = []
     if chunk:
-        yield chunk, torch.stack([torch.from_numpy(c[3]) for c in chunk])
+        yield batch()
+
+
+def read_ahead(items: Iterator[Any], depth: int = READ_AHEAD) -> Iterator[Any]:
+    """``items``, produced by a thread of their own up to ``depth`` ahead of the consumer: reading,
+    normalizing and batching the next tiles go on while the model runs (numpy, GDAL and torch release the
+    GIL). An error in the thread is raised here; closing the iterator (or an error here) stops the thread."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((True, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((True, end))
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
+            q.put((False, err))
+
+    thread = threading.Thread(target=produce, name="cloudbench-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # let a producer blocked on a full queue see the stop
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
 
 
 def predict_strips(read: Reader, height: int, width: int, tiling: Tiling, run_batch: Batch, batch_size: int,
@@ -276,7 +341,8 @@ def predict_strips(read: Reader, height: int, width: int, tiling: Tiling, run_ba
                    strips: list[tuple[int, int]] | None = None,
                    on_batch: Callable[[int], None] | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
     """``(row0, row1, outputs)`` for each strip of core rows, in order: ``outputs`` (K, row1 - row0, W)
-    from ``run_batch`` over the tiles (``tile_fn`` normalizes each tile first)."""
+    from ``run_batch`` over the tiles (``tile_fn`` normalizes each tile first). Tiles are read and batched
+    :data:`READ_AHEAD` batches ahead, in a thread, while the model runs."""
     strips = strips or tiling.strips(height, width)
     open_: dict[int, list[Any]] = {}  # strip index -> [outputs, tiles left]
 
@@ -284,7 +350,9 @@ def predict_strips(read: Reader, height: int, width: int, tiling: Tiling, run_ba
         open_[k] = [None, n]
 
     done = 0
-    for chunk, x in input_batches(tile_stream(read, height, width, tiling, strips, tile_fn, opened), batch_size):
+    tiles = tile_stream(read, height, width, tiling, strips, tile_fn, opened)
+    size = (tiling.size(height), tiling.size(width))
+    for chunk, x in read_ahead(input_batches(tiles, batch_size, size)):
         for (k, (wr, wc, _, _), (dr, dc, h, w), _), o in zip(chunk, run_batch(x)):
             r0, r1 = strips[k]
             if open_[k][0] is None:
