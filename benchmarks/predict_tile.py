@@ -1,7 +1,7 @@
 """``bench predict`` on a synthetic 13-band scene as large as a Sentinel-2 tile: wall time, tiles/s, peak
 memory, and the ratio of its throughput to bare model inference over the same number of tiles held in memory.
 
-    python benchmarks/predict_tile.py [--size 10980] [--tile 512] [--overlap 32] [--batch-size 8]
+    python benchmarks/predict_tile.py [--size 10980] [--tile 512] [--overlap 32] [--batch-size 2]
                                       [--threads 2] [--device cpu] [--precision auto]
                                       [--runtime torch|onnxruntime|openvino|auto]
 
@@ -10,7 +10,8 @@ then predicted in a child process (so its peak RSS is the prediction's alone) by
 weights (speed does not depend on the weights) and a fitted percentile normalizer. The bare inference is
 the same network, fast paths, runtime and batch size on random tiles already in memory, in the same child
 process (an exported runtime is exported and checked before the clock starts, as a second use finds it).
-Targets: ratio >= 0.9; on the 2-core CPU a full tile under 60 s and peak memory under 2 GB.
+Targets: ratio >= 0.95; peak RSS <= 1.5 GB at every size; a full tile <= 45 s where the CPU has bf16 and
+<= 200 s on AVX2 only (2 cores).
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=10980)
     p.add_argument("--tile", type=int, default=512)
     p.add_argument("--overlap", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="auto")
@@ -129,7 +130,7 @@ def main() -> None:
     print(f"bare inference:            {r['bare_tiles_per_s']:6.2f} tiles/s")
     print(f"mask: CRS, transform and size of the input: {r['georeferenced']}; tiled with overviews and colour "
           f"table: {r['tiled_with_overviews']}")
-    print(f"ratio predict / bare: {r['tiles_per_s'] / r['bare_tiles_per_s']:.3f}  (target >= 0.90)")
+    print(f"ratio predict / bare: {r['tiles_per_s'] / r['bare_tiles_per_s']:.3f}  (target >= 0.95)")
 
 
 if __name__ == "__main__":

@@ -105,6 +105,12 @@ class Split:
         """Scene ids, in order."""
         return [r.id for r in self.refs] if self.refs else [s.id for s in self.scenes]
 
+    def band_count(self) -> int:
+        """How many bands each scene has (from its references where the scenes are not read yet)."""
+        if self.refs:
+            return len(self.refs[0].bands)
+        return self.scenes[0].image.shape[0] if len(self.scenes) else 1
+
     def shapes(self) -> list[tuple[int, int]]:
         """(height, width) of every scene, from metadata where the scenes are not read yet."""
         return [r.shape() for r in self.refs] if self.refs else [s.image.shape[1:] for s in self.scenes]

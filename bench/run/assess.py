@@ -209,7 +209,7 @@ def agreement_rate(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float 
     return sum(x for x, _ in counts) / n if n else None
 
 
-def assess(rows: list[Row], scenes: Iterable[tuple[str, Any]], tile: int = 512, batch_size: int = 4,
+def assess(rows: list[Row], scenes: Iterable[tuple[str, Any]], tile: int = 512, batch_size: int = 2,
            device: str = "cpu", fast: FastPaths | None = None, progress: bool = True) -> dict[str, Any]:
     """Every row on every scene (``(id, row -> SceneInput)``, as :func:`file_scenes` gives them); the
     report in the documented schema (``bench assess --json``)."""

@@ -16,7 +16,8 @@ import numpy as np
 from torch import nn
 
 from bench.data.splits import SceneRef, Split, reference_groups
-from bench.run.inference import (WHOLE_PIXELS, FastPaths, HeldRows, Tiling, class_batches, input_batches,
+from bench.run.inference import whole_pixels as whole_pixels_of
+from bench.run.inference import (FastPaths, HeldRows, Tiling, class_batches, input_batches,
                                  predict_strips, scene_model_strips, tile_stream)
 from bench.models.adapters import Adapter, NoAdaptation
 from bench.core.label_free import fold
@@ -71,9 +72,11 @@ class SceneInput:
     strips: list[tuple[int, int]]
 
 
-def scene_inputs(test: Split, normalizer: Normalizer, tiling: Tiling, whole_pixels: int = WHOLE_PIXELS):
-    """Each test scene as a :class:`SceneInput`: a scene up to ``whole_pixels`` is read whole (exact
-    scene statistics), a larger one strip by strip from its dataset (streamed statistics)."""
+def scene_inputs(test: Split, normalizer: Normalizer, tiling: Tiling, whole_pixels: int | None = None):
+    """Each test scene as a :class:`SceneInput`: a scene up to ``whole_pixels`` (default: by its band count,
+    :func:`bench.run.inference.whole_pixels`) is read whole (exact scene statistics), a larger one strip by
+    strip from its dataset (streamed statistics)."""
+    whole_pixels = whole_pixels if whole_pixels is not None else whole_pixels_of(test.band_count())
     for i, shape in enumerate(test.shapes()):
         if not test.refs or shape[0] * shape[1] <= whole_pixels:
             scene = test.scenes[i]
@@ -204,7 +207,7 @@ class Scored:
 def evaluate(model: nn.Module | SceneModel, normalizer: Normalizer, test: Split, space: EvalSpace, patch: int,
              batch_size: int, device: str = "cpu", adapter: Adapter | None = None,
              contract: Contract | None = None, fast: FastPaths | None = None,
-             whole_pixels: int = WHOLE_PIXELS, label_free: LabelFree | None = None,
+             whole_pixels: int | None = None, label_free: LabelFree | None = None,
              boundary_px: tuple[int, ...] = BOUNDARY_PX) -> Evaluation:
     """Scores of ``model`` on every valid pixel of ``test`` in label space ``space`` (a pretrained model's
     output codes become project classes by its ``contract``), the field's scores beside IoU, at every

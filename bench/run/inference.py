@@ -31,9 +31,20 @@ from bench.core.labels import N_CLASSES
 from bench.core.recipe import PRECISIONS
 from bench.models.base import Contract, SceneModel
 
-#: a scene up to this many pixels is read whole (and its scene-level statistics are exact); a larger one
-#: in strips (statistics streamed, error below 4 x range / 65,536 per band)
-WHOLE_PIXELS = 4096 * 4096
+#: the memory a prediction of a 13-band scene is held to (peak RSS, with torch and the model), and the
+#: share of it a scene read whole may take as float32 values: a scene up to that size is read whole (its
+#: scene-level statistics are exact), a larger one in strips (statistics streamed, error below 4 x range /
+#: 65,536 per band), so that memory is bounded at every scene size
+MEMORY_BUDGET_MB = 1536
+WHOLE_BYTES = 128 << 20
+
+
+def whole_pixels(channels: int) -> int:
+    """The most pixels of a ``channels``-band scene that is read whole (2.58 Mpx, 1606 px square, at 13 bands)."""
+    return WHOLE_BYTES // (4 * max(channels, 1))
+
+
+WHOLE_PIXELS = whole_pixels(13)
 _compiled: "weakref.WeakKeyDictionary[nn.Module, Callable]" = weakref.WeakKeyDictionary()
 _choosers: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
@@ -192,7 +203,7 @@ class Tiling:
         cuts = [0, *((b + a + self.tile) // 2 for a, b in zip(starts, starts[1:])), length]
         return [(s, s + self.tile, cuts[i], cuts[i + 1]) for i, s in enumerate(starts)]
 
-    def strips(self, height: int, width: int, channels: int = 1, whole_pixels: int = WHOLE_PIXELS) -> list[tuple[int, int]]:
+    def strips(self, height: int, width: int, whole_pixels: int = WHOLE_PIXELS) -> list[tuple[int, int]]:
         """Core row ranges of the strips: the whole scene if it is small, else one row of tiles each."""
         if height * width <= whole_pixels:
             return [(0, height)]

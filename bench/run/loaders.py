@@ -3,7 +3,7 @@
 * Training: ``samples_per_epoch`` random crops of ``patch`` x ``patch`` per epoch, drawn from a
   generator seeded with (seed, epoch), so a run and its resumption see the same crops. Scenes are
   picked in proportion to their area. Targets are project class indices, nodata = ``IGNORE``. A scene
-  up to :data:`bench.run.inference.WHOLE_PIXELS` is read whole once (and cached); from a larger one (a
+  up to :func:`bench.run.inference.whole_pixels` is read whole once (and cached); from a larger one (a
   full tile) only each crop's window is read, a scene-level normalizer taking its statistics from one
   streamed pass over the scene, so DataLoader workers (``--num-workers``) hold crops, not scenes.
 * Evaluation tiles follow :func:`bench.data.splits.tile_grid`; nodata (NaN) becomes 0 for the model.
@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from bench.core.errors import DataError
-from bench.run.inference import WHOLE_PIXELS
+from bench.run.inference import whole_pixels
 from bench.core.labels import IGNORE, EvalSpace
 from bench.data.normalizers import Normalizer
 from bench.data.splits import (NormalizedScenes, Split, pad_to, reference_groups, tile_grid, tile_input,
@@ -36,7 +36,7 @@ class RandomCrops(TorchDataset):
     def __init__(self, split: Split, normalizer: Normalizer, patch: int, length: int, seed: int) -> None:
         self.split, self.normalizer, self.patch, self.length, self.seed = split, normalizer, patch, length, seed
         self.inputs = NormalizedScenes(split, normalizer)
-        self.whole_pixels, self.scene_fns = WHOLE_PIXELS, {}
+        self.whole_pixels, self.scene_fns = whole_pixels(split.band_count()), {}
         self.shapes = split.shapes()
         for sid, (h, w) in zip(split.ids(), self.shapes):
             if patch > min(h, w):

@@ -33,7 +33,8 @@ from bench.data.normalizers import Normalizer
 from bench.data.rasters import Raster, check_scene, open_scene
 from bench.models.base import MASKS, TRAINED, Contract, SceneModel, contract_of
 from bench.run.checkpoints import load_torch
-from bench.run.inference import (WHOLE_PIXELS, FastPaths, HeldRows, Tiling, class_batches, predict_strips,
+from bench.run.inference import whole_pixels as whole_pixels_of
+from bench.run.inference import (FastPaths, HeldRows, Tiling, class_batches, predict_strips,
                                  scene_model_strips)
 from bench.run.plan import MODEL_FILE, RunConfig, find_weights
 
@@ -155,9 +156,9 @@ class Written:
 
 def predict(predictor: Predictor, source: str | Path, out: str | Path, probabilities: str | Path | None = None,
             bands: list[str] | None = None, scale: float | None = None, offset: float = 0.0, tile: int = 512,
-            overlap: int = 32, batch_size: int = 4, device: str = "cpu", fast: FastPaths | None = None,
+            overlap: int = 32, batch_size: int = 2, device: str = "cpu", fast: FastPaths | None = None,
             probability_type: str = "uint8", overwrite: bool = False, progress: bool = True,
-            whole_pixels: int = WHOLE_PIXELS, bar: Progress | None = None) -> Written:
+            whole_pixels: int | None = None, bar: Progress | None = None) -> Written:
     """Predict the scene at ``source`` and write its class mask to ``out`` (see the module docstring);
     ``bar``: a progress display of several scenes to count this one's tiles in (else its own)."""
     t0 = time.perf_counter()
@@ -168,7 +169,8 @@ def predict(predictor: Predictor, source: str | Path, out: str | Path, probabili
     tiling, fast = Tiling(tile, overlap), fast or FastPaths()
     with gdal_cache(), open_scene(source, bands, scale, offset).select(predictor.bands) as raster:
         check_scene(raster)
-        strips = tiling.strips(raster.height, raster.width, whole_pixels=whole_pixels)
+        whole = whole_pixels if whole_pixels is not None else whole_pixels_of(len(predictor.bands))
+        strips = tiling.strips(raster.height, raster.width, whole_pixels=whole)
         reader = scene_reader(raster, predictor.normalizer, strips, progress)
         with MaskWriter(Path(out), raster, predictor, tiling, fast, probabilities, probability_type) as writer:
             n_tiles = sum(len(list(tiling.tiles(r0, r1, raster.height, raster.width))) for r0, r1 in strips)
