@@ -520,3 +520,26 @@ def test_reading_ahead_gives_every_item_in_order_and_raises_the_readers_error():
 
     time.sleep(0.3)
     assert len(produced) == n <= 5
+
+
+def test_a_scene_is_read_whole_only_while_it_fits_the_memory_share_of_its_band_count():
+    from bench.run.inference import WHOLE_BYTES, whole_pixels
+
+    tiling = Tiling(512, 32)
+    side = 2000  # 4 Mpx: 208 MB of float32 at 13 bands, 64 MB at 4
+    assert 4 * 4 * side * side <= WHOLE_BYTES < 4 * 13 * side * side
+    assert tiling.strips(side, side, whole_pixels=whole_pixels(4)) == [(0, side)]
+    strips = tiling.strips(side, side, whole_pixels=whole_pixels(13))
+    assert len(strips) > 1 and strips[0][0] == 0 and strips[-1][1] == side
+
+
+def test_the_input_check_samples_every_16th_row_and_column_of_a_pixel_interleaved_scene(tmp_path):
+    src = tmp_path / "scene.tif"
+    data = np.random.default_rng(0).integers(1, 10000, (13, 300, 200)).astype(np.uint16)
+    with rasterio.open(src, "w", driver="GTiff", height=300, width=200, count=13, dtype="uint16", tiled=True,
+                       blockxsize=64, blockysize=64, interleave="pixel", crs="EPSG:32633",
+                       transform=from_origin(0, 0, 10, 10)) as dst:
+        dst.write(data)
+    with open_scene(src, S2, None, 0.0).select(S2) as raster:
+        assert raster.src.interleaving.value == "PIXEL"
+        np.testing.assert_array_equal(raster.sample(), data[:, ::16, ::16].astype(np.float32) * np.float32(1e-4))

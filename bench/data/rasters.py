@@ -136,7 +136,9 @@ class GeoTiff(Raster):
             raw = self.src.read(idx, window=Window(0, row0, self.width, row1 - row0), masked=True)
         except Exception as err:
             raise DataError(f"{self.path}: cannot read rows {row0}-{row1} ({err})") from None
-        x = (raw.data.astype(np.float32) + np.float32(self.offset)) * np.float32(self.scale)
+        x = raw.data.astype(np.float32)  # in place from here: one strip-sized float array, not three
+        x += np.float32(self.offset)
+        x *= np.float32(self.scale)
         x[np.ma.getmaskarray(raw)] = np.nan
         return x
 
@@ -150,7 +152,7 @@ class GeoTiff(Raster):
         if self.src.interleaving is not None and self.src.interleaving.value == "PIXEL" and len(idx) > 1:
             rows = max(self.src.block_shapes[0][0], step)
             rows -= rows % step
-            return np.concatenate([self.read(r, min(r + rows, self.height))[:, ::step, ::step]
+            return np.concatenate([self.read(r, min(r + rows, self.height))[:, ::step, ::step].copy()  # not a view
                                    for r in range(0, self.height, rows)], axis=1)
         shape = (len(idx), max(self.height // step, 1), max(self.width // step, 1))
         raw = self.src.read(idx, out_shape=shape, masked=True, resampling=Resampling.nearest)

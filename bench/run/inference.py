@@ -270,39 +270,38 @@ def tile_stream(read: Reader, height: int, width: int, tiling: Tiling, strips: l
         image = read(top, bottom)
         if on_strip:
             on_strip(k, len(windows))
-        for (wr, wc, wr1, wc1), core in windows:
-            t = image[:, wr - top:wr1 - top, wc:wc1]
-            yield k, (wr, wc, wr1, wc1), core, tile_fn(t) if tile_fn else t
+        for (wr, wc, wr1, wc1), core in windows:  # no name keeps a view of the strip past its last tile
+            yield k, (wr, wc, wr1, wc1), core, (tile_fn or _same)(image[:, wr - top:wr1 - top, wc:wc1])
         del image
 
 
-def input_batches(tiles: Iterator[Tile], batch_size: int, size: tuple[int, int] | None = None
+def _same(x: np.ndarray) -> np.ndarray:
+    return x
+
+
+def input_batches(tiles: Iterator[Tile], batch_size: int, size: tuple[int, int]
                   ) -> Iterator[tuple[list[Tile], torch.Tensor]]:
-    """Tiles grouped into batches: ``(tiles without their inputs, (N, C, T, T) float32 tensor)``. Each tile
-    is written once into the batch (converted to float32 as it is copied, mirrored at the bottom / right up
-    to ``size``, the largest tile's by default), then NaN / inf become 0 over the whole batch in place."""
+    """Tiles grouped into batches: ``(tiles without their inputs, (N, C, *size) float32 tensor)``. Each tile
+    is written into its batch as it arrives (converted to float32 as it is copied, mirrored at the bottom /
+    right up to ``size``), so no view of a strip outlives its copy and the reader never holds two strips;
+    NaN / inf become 0 over the whole batch in place."""
+    out: np.ndarray | None = None
     chunk: list[Tile] = []
-
-    def batch() -> tuple[list[Tile], torch.Tensor]:
-        th, tw = size or (max(c[3].shape[1] for c in chunk), max(c[3].shape[2] for c in chunk))
-        out = np.empty((len(chunk), chunk[0][3].shape[0], th, tw), dtype=np.float32)
-        for i, c in enumerate(chunk):
-            t = c[3]
-            h, w = t.shape[1:]
-            if (h, w) == (th, tw):
-                np.copyto(out[i], t, casting="unsafe")
-            else:
-                out[i] = pad_mirrored(t, th, tw)
-        np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-        return [(k, window, core, None) for k, window, core, _ in chunk], torch.from_numpy(out)  # views let go
-
-    for t in tiles:
-        chunk.append(t)
+    for k, window, core, t in tiles:
+        if out is None:
+            out = np.empty((batch_size, t.shape[0], *size), dtype=np.float32)
+        if t.shape[1:] == size:
+            np.copyto(out[len(chunk)], t, casting="unsafe")
+        else:
+            out[len(chunk)] = pad_mirrored(t, *size)
+        chunk.append((k, window, core, None))
+        del t
         if len(chunk) == batch_size:
-            yield batch()
-            chunk = []
+            yield chunk, torch.from_numpy(np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0))
+            out, chunk = None, []
     if chunk:
-        yield batch()
+        batch = np.nan_to_num(out[:len(chunk)], copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        yield chunk, torch.from_numpy(batch)
 
 
 def read_ahead(items: Iterator[Any], depth: int = READ_AHEAD) -> Iterator[Any]:
