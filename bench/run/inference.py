@@ -3,8 +3,9 @@
 * :class:`FastPaths`: channels_last memory format, bf16 autocast (on where the hardware runs it fast: a CPU
   with AMX or AVX512-BF16, a CUDA GPU with bf16), optional ``torch.compile``. Results record which ran.
 * :func:`predict_strips` covers a scene of any size with ``tile`` x ``tile`` tiles whose outer ``overlap``
-  pixels are discarded (so seams do not show), reading the scene one strip of rows at a time: memory is
-  bounded by a strip and a batch of tiles, not the scene. A scene-level normalizer takes its statistics
+  pixels are discarded (so seams do not show), reading the scene one strip of rows at a time, in a thread
+  that keeps :data:`READ_AHEAD` batches ahead of the model (:func:`read_ahead`): memory is bounded by a
+  strip and a few batches of tiles, not the scene. A scene-level normalizer takes its statistics
   from a first streamed pass (:meth:`bench.data.normalizers.Normalizer.scene_function`). Tiles flow into
   batches across strips in row-major order, so a scene read whole or in strips gives the same batches.
 
