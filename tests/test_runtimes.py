@@ -116,3 +116,17 @@ def test_runtimes_that_cannot_run_are_refused_by_name_and_left_out_by_auto(tmp_p
         RunConfig(adapt="tent", runtime="openvino").validate()
     with pytest.raises(UnknownNameError, match="did you mean 'onnxruntime'"):
         RunConfig(runtime="onnx-runtime").validate()
+
+
+def test_a_sweep_cell_keeps_its_runtime_and_its_identity():
+    """A cell's command carries ``--runtime``; its keys are the torch cell's (a runtime that passed its check
+    gives torch's masks), so a cached torch result serves it."""
+    from dataclasses import replace
+
+    from bench.sweep.grid import Grid, cell_command, plans
+
+    base = RunConfig(model="s2cloudless", scenario="samples_temporal")
+    (torch_cell,) = plans(Grid(models="s2cloudless", scenarios="samples_temporal", base=base))
+    (onnx_cell,) = plans(Grid(models="s2cloudless", scenarios="samples_temporal", base=replace(base, runtime="auto")))
+    assert "--runtime auto" in cell_command(onnx_cell.cfg) and "--runtime" not in cell_command(torch_cell.cfg)
+    assert (onnx_cell.train_key, onnx_cell.eval_key) == (torch_cell.train_key, torch_cell.eval_key)
