@@ -311,27 +311,26 @@ def test_predict_equals_the_evaluation_of_the_same_run(trained_run, tmp_path, pr
     assert (lut[rasterio.open(out).read(1)[valid]] == expected[valid]).all()
 
 
-@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino", "auto"])
-def test_every_runtime_masks_a_scene_as_torch_does(trained_run, tmp_path, runtime):
-    pytest.importorskip(runtime if runtime != "auto" else "onnxruntime")
+def test_every_runtime_masks_a_scene_as_torch_does(trained_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
     tile = 128
     p, _, torch_ev = evaluation_of(trained_run, fast=FastPaths("fp32"), patch=tile)
     scene, expected = next(iter(torch_ev.predictions.items()))
-    out = tmp_path / f"{scene}.tif"
-    main(["predict", "--run", str(trained_run), str(EOLEARN.parent / f"{scene}.tif"), "--bands", ",".join(S2),
-          "--out", str(out), "--tile", str(tile), "--overlap", "0", "--precision", "fp32", "--runtime", runtime,
-          "--quiet"])
-    ran = json.loads(rasterio.open(out).tags()["fast_paths"])["runtime"]
-    assert ran == runtime if runtime != "auto" else ran in ("torch", "onnxruntime", "openvino")
     valid = expected != 255
-    assert (p.space.class_lut()[rasterio.open(out).read(1)[valid]] == expected[valid]).mean() >= 0.999
     model_folder = Path(json.loads(trained_run.read_text())["checkpoint"]).parent
-    assert list((model_folder / "exports").glob("*.onnx"))  # exported beside the model
-    if runtime != "onnxruntime":
-        return
-    exported = evaluation_of(trained_run, fast=FastPaths("fp32", runtime=runtime, exports=str(model_folder)),
+    for runtime in ("onnxruntime", "openvino", "auto"):
+        out = tmp_path / f"{runtime}.tif"
+        main(["predict", "--run", str(trained_run), str(EOLEARN.parent / f"{scene}.tif"), "--bands", ",".join(S2),
+              "--out", str(out), "--tile", str(tile), "--overlap", "0", "--precision", "fp32", "--runtime", runtime,
+              "--quiet"])
+        ran = json.loads(rasterio.open(out).tags()["fast_paths"])["runtime"]
+        assert ran == runtime if runtime != "auto" else ran in ("torch", "onnxruntime", "openvino")
+        assert (p.space.class_lut()[rasterio.open(out).read(1)[valid]] == expected[valid]).mean() >= 0.999
+    assert len(list((model_folder / "exports").glob("*.onnx"))) == 1  # exported beside the model, once
+    exported = evaluation_of(trained_run, fast=FastPaths("fp32", runtime="onnxruntime", exports=str(model_folder)),
                              patch=tile)[2]
-    assert exported.metrics["fast_paths"]["runtime"] == runtime
+    assert exported.metrics["fast_paths"]["runtime"] == "onnxruntime"
     for s, pred in torch_ev.predictions.items():
         assert (exported.predictions[s] == pred).mean() >= 0.999
 

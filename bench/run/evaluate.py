@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -220,16 +220,14 @@ def evaluate(model: nn.Module | SceneModel, normalizer: Normalizer, test: Split,
     """
     if isinstance(model, nn.Module):
         model.eval()
-    adapter, fast, tiling = adapter or NoAdaptation(), fast or FastPaths(), Tiling(patch)
-    if adapter.protocol != "none" and fast.runtime == "auto":  # an adapted network runs in torch
-        fast = replace(fast, runtime="torch", ran={})
+    adapter, tiling = adapter or NoAdaptation(), Tiling(patch)
+    fast = (fast or FastPaths()).adapted(adapter.protocol != "none")
     free = (True, label_free.consistency) if label_free else (False, False)  # probabilities, flip
     tile_fn = (lambda t: normalizer.transform(t)) if normalizer.level == "patch" else None
 
     def batches(scene: SceneInput):  # noqa: ANN202 - unlabelled inputs only
         tiles = tile_stream(scene.read, scene.height, scene.width, tiling, scene.strips, tile_fn)
-        size = (tiling.size(scene.height), tiling.size(scene.width))
-        return (x.to(device) for _, x in input_batches(tiles, batch_size, size))
+        return (x.to(device) for _, x in input_batches(tiles, batch_size, tiling.shape(scene.height, scene.width)))
 
     adapted = model
     if adapter.protocol == "per_test_set":

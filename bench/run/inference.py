@@ -19,7 +19,7 @@ import queue
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +148,10 @@ class FastPaths:
                 return fn(x.cpu())
         return self.torch_logits(fn, x, device, self.precision)
 
+    def adapted(self, adapting: bool) -> "FastPaths":
+        """These paths for a network that an adapter changes while it predicts: there ``auto`` runs torch."""
+        return replace(self, runtime="torch", ran={}) if adapting and self.runtime == "auto" else self
+
     def identity(self) -> dict[str, Any]:
         """What decides the predictions up to the runtime (a runtime that passed its check agrees with torch)."""
         return {"precision": self.precision, "channels_last": self.channels_last, "compile": self.compile}
@@ -194,6 +198,10 @@ class Tiling:
     def size(self, length: int) -> int:
         """The model input's side for a scene side of ``length`` px: the tile, or less for a short side."""
         return min(self.tile, -(-length // 32) * 32)
+
+    def shape(self, height: int, width: int) -> tuple[int, int]:
+        """The model input's (rows, columns) for a scene of ``height`` x ``width`` px."""
+        return self.size(height), self.size(width)
 
     def spans(self, length: int) -> list[tuple[int, int, int, int]]:
         """``(start, end, core start, core end)`` of the tiles along a side of ``length`` px."""
@@ -362,8 +370,7 @@ def predict_strips(read: Reader, height: int, width: int, tiling: Tiling, run_ba
 
     done = 0
     tiles = tile_stream(read, height, width, tiling, strips, tile_fn, opened)
-    size = (tiling.size(height), tiling.size(width))
-    for chunk, x in read_ahead(input_batches(tiles, batch_size, size)):
+    for chunk, x in read_ahead(input_batches(tiles, batch_size, tiling.shape(height, width))):
         for (k, (wr, wc, _, _), (dr, dc, h, w), _), o in zip(chunk, run_batch(x)):
             r0, r1 = strips[k]
             if open_[k][0] is None:
