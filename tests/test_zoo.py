@@ -233,6 +233,35 @@ def test_hub_models_load_from_the_local_cache(monkeypatch, tmp_path):
         load_into(make("mobilenet_v2", 13), next(tmp_path.glob("models--Nick*/snapshots/*/*regnety*")))
 
 
+def test_hub_weights_are_found_where_upstreams_own_downloaders_keep_them(monkeypatch, tmp_path):
+    """cloudsen12_models' load_model_by_name keeps weights in ~/.georeader; omnicloudmask's get_models in its
+    platformdirs user data folder, one folder per release (the newest is used)."""
+    import huggingface_hub.constants as hf
+
+    from bench.run.plan import find_weights
+
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "share"))
+    georeader = tmp_path / "home" / ".georeader" / "UNetMobV2_V2.pt"
+    georeader.parent.mkdir(parents=True)
+    georeader.write_bytes(b"weights")
+    cs12 = contract_of(get_registry().get("model", "cloudsen12_unetmobv2"))
+    assert find_weights(RunConfig(model="cloudsen12_unetmobv2"), cs12) == [georeader]
+    ocm = contract_of(get_registry().get("model", "omnicloudmask"))
+    names = [spec.rsplit("/", 1)[1] for spec in ocm.weights]
+    for version in ("1.8.1", "1.10.0", "1.9.2"):
+        folder = tmp_path / "share" / "omnicloudmask" / version
+        folder.mkdir(parents=True)
+        for name in names:
+            (folder / name).write_bytes(version.encode())
+    newest = tmp_path / "share" / "omnicloudmask" / "1.10.0"
+    assert find_weights(RunConfig(model="omnicloudmask"), ocm) == [newest / n for n in names]
+    georeader.unlink()
+    with pytest.raises(DataError, match="home:.georeader/UNetMobV2_V2.pt"):  # every place looked in is named
+        find_weights(RunConfig(model="cloudsen12_unetmobv2"), cs12)
+
+
 def test_fine_tuning_trains_the_pretrained_model_and_records_its_cost(tmp_path):
     from bench.run.runner import run
 

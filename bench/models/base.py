@@ -73,7 +73,7 @@ class Contract:
     citation: str = ""
     licence: str = ""
     algorithm: str = ""  # the algorithm family, e.g. "s2cloudless": a reference it made scores itself
-    weights: tuple[str, ...] = ()  # where the weight files are: "package:<pkg>/<path>", "bench:<path>", "hf:<repo>/<file>"
+    weights: tuple[str, ...] = ()  # where each weight file is (bench.models.base.locate_weights): "hf:<repo>/<file> | ..."
     get_weights: str = ""  # how to get them where they are not here
 
     @property
@@ -142,9 +142,17 @@ def contract_of(entry: Any) -> Contract:
 
 
 def locate_weights(spec: str) -> Path | None:
-    """The local file a weight spec names, or None where it is not on this machine (nothing is fetched):
-    ``package:<pkg>/<path>`` inside an installed package (not imported), ``bench:<path>`` inside cloudbench,
-    ``hf:<repo>/<file>`` in the local Hugging Face cache."""
+    """The local file a weight spec names, or None where it is not on this machine (nothing is fetched).
+    A spec is one place or several, ``A | B``, tried in order:
+
+    * ``package:<pkg>/<path>`` inside an installed package (not imported), ``bench:<path>`` inside cloudbench;
+    * ``hf:<repo>/<file>`` in the local Hugging Face cache;
+    * ``home:<path>`` under the home folder (cloudsen12_models keeps its downloads in ``~/.georeader``);
+    * ``userdata:<app>/<file>`` in the app's platformdirs user data folder, or any version folder inside it
+      (omnicloudmask keeps its downloads in ``user_data_dir("omnicloudmask", version=...)``), newest first.
+    """
+    if "|" in spec:
+        return next(filter(None, (locate_weights(s.strip()) for s in spec.split("|"))), None)
     kind, _, rest = spec.partition(":")
     if kind == "bench":
         path = Path(__file__).resolve().parents[1] / rest
@@ -160,9 +168,23 @@ def locate_weights(spec: str) -> Path | None:
         owner, name, filename = rest.split("/", 2)
         cached = try_to_load_from_cache(f"{owner}/{name}", filename)
         return Path(cached) if isinstance(cached, str) else None
+    elif kind == "home":
+        path = Path.home() / rest
+    elif kind == "userdata":
+        return user_data_file(*rest.split("/", 1))
     else:
-        raise ConfigError(f"weight spec {spec!r}: expected package:, bench: or hf:")
+        raise ConfigError(f"weight spec {spec!r}: expected package:, bench:, hf:, home: or userdata:")
     return path if path.is_file() else None
+
+
+def user_data_file(app: str, name: str) -> Path | None:
+    """``name`` in ``app``'s platformdirs user data folder or one of its version folders (newest first)."""
+    import platformdirs
+
+    root = Path(platformdirs.user_data_dir(app))
+    versions = sorted((d for d in root.glob("*") if d.is_dir()), key=lambda d: [int(p) if p.isdigit() else 0
+                                                                             for p in d.name.split(".")], reverse=True)
+    return next((p for p in (root / name, *(d / name for d in versions)) if p.is_file()), None)
 
 
 def check_input(x: torch.Tensor, in_channels: int) -> None:
