@@ -65,6 +65,25 @@ def _runtime_option(p: argparse._ActionsContainer) -> None:
                    "against torch on the first tiles (CPU); auto: the fastest of those that agree, measured once")
 
 
+def _launcher_options(p: argparse.ArgumentParser, launcher_help: str) -> None:
+    """Where ``sweep`` and ``predict`` run their jobs (bench.sweep.launchers)."""
+    p.add_argument("--launcher", default="local", help=launcher_help)
+    p.add_argument("--partition", help="Slurm partition")
+    p.add_argument("--time", type=_positive_int, default=60, help="Slurm time limit per job, minutes")
+    p.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per Slurm job (one task per GPU)")
+    p.add_argument("--cpus-per-job", type=int, help="CPUs per Slurm task")
+
+
+def _launcher(args: argparse.Namespace, folder: Path | None = None):  # noqa: ANN202 - a sweep Launcher
+    """The launcher that ``--launcher``, ``--jobs`` and the Slurm options ask for (its files in ``folder``,
+    default: the launcher's own)."""
+    from bench.sweep.launchers import Launcher
+
+    return Launcher(args.launcher, jobs=args.jobs, partition=args.partition, time_min=args.time,
+                    gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
+                    **({"folder": folder} if folder else {}))
+
+
 def model_settings(args: argparse.Namespace) -> dict[str, list[Any]]:
     """``--set KEY=V1,V2`` (repeatable) and ``--masks DIR`` as ``{key: [values]}``."""
     from bench.run.plan import parse_setting
@@ -128,11 +147,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--leaderboards", default=None, help="folder for the leaderboards (default: <out>/leaderboards)")
     sw.add_argument("--dry-run", action="store_true", help="list the cells and which are cached; run nothing")
     sw.add_argument("--jobs", type=_positive_int, default=1, help="jobs at once (local: worker processes)")
-    sw.add_argument("--launcher", default="local", help="local (default), slurm, or submitit_local")
-    sw.add_argument("--partition", help="Slurm partition")
-    sw.add_argument("--time", type=_positive_int, default=60, help="Slurm time limit per job, minutes")
-    sw.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per Slurm job (one task per GPU)")
-    sw.add_argument("--cpus-per-job", type=int, help="CPUs per Slurm task")
+    _launcher_options(sw, "local (default), slurm, or submitit_local")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -155,12 +170,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                     "<stem>_probabilities.tif")
     pr.add_argument("--jobs", type=_positive_int, default=1, help="with --out-dir: scenes at once, in local "
                     "worker processes that share the CPU's threads (default 1); with --launcher, jobs submitted")
-    pr.add_argument("--launcher", default="local", help="local (default), or slurm / submitit_local: --jobs "
-                    "submitit jobs, each with its share of the scenes (as bench sweep submits)")
-    pr.add_argument("--partition", help="Slurm partition")
-    pr.add_argument("--time", type=_positive_int, default=60, help="Slurm time limit per job, minutes")
-    pr.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per Slurm job")
-    pr.add_argument("--cpus-per-job", type=int, help="CPUs per Slurm job")
+    _launcher_options(pr, "local (default), or slurm / submitit_local: --jobs submitit jobs, each with its "
+                      "share of the scenes (as bench sweep submits)")
     pr.add_argument("--probability-type", default="uint8", help="uint8 (percent, nodata 255; default) or float32")
     pr.add_argument("--bands", help="the GeoTIFF's bands in file order, e.g. B02,B03,B04,B08 (default: its band "
                     "descriptions)")
@@ -339,7 +350,6 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """``bench sweep``: a grid of runs, resumable and parallel; prints what it did."""
     from bench.sweep.driver import sweep
     from bench.sweep.grid import Grid, dry_run, plans
-    from bench.sweep.launchers import Launcher
 
     grid = Grid(models=args.models, norms=args.norms, adapts=args.adapt, scenarios=args.scenarios,
                 seeds=args.seeds, settings=model_settings(args),
@@ -347,8 +357,7 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.dry_run:
         print(dry_run(plans(grid)))
         return 0
-    launcher = Launcher(args.launcher, jobs=args.jobs, partition=args.partition, time_min=args.time,
-                        gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job)
+    launcher = _launcher(args)
     s = sweep(grid, launcher, leaderboards=args.leaderboards or True, command=shlex.join(["bench", *argv]),
               progress=not args.quiet)
     print(f"\n{s.cells} cells: {s.done_before} cached, {s.ran} run now, {len(s.failed)} failed; "
@@ -398,11 +407,7 @@ def predict_scenes(predictor: Any, args: argparse.Namespace, options: dict[str, 
     scenes = scene_paths(args.input)
     if args.launcher != "local":
         from bench.run.predict_many import predict_submitted
-        from bench.sweep.launchers import Launcher
-
-        launcher = Launcher(args.launcher, jobs=args.jobs, folder=Path(args.out_dir) / ".jobs",
-                            partition=args.partition, time_min=args.time, gpus_per_job=args.gpus_per_job,
-                            cpus_per_job=args.cpus_per_job)
+        launcher = _launcher(args, folder=Path(args.out_dir) / ".jobs")
         outcomes = predict_submitted(launcher.executor(), args.model, args.run, args.weights, scenes, args.out_dir,
                                      args.jobs, args.write_probabilities, args.overwrite, not args.quiet, **options)
     elif args.jobs > 1:

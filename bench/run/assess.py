@@ -267,8 +267,7 @@ def coarser_than(contract: Contract, space: EvalSpace) -> bool:
 def row_of(p: Plan, device: str, fast: FastPaths) -> Row:
     """A model ready to assess: loaded (or built), calibrated on ``p``'s validation split (cached)."""
     trained = train_or_load(p)
-    if p.mode != "zero-shot":  # a model trained here: its runtime exports beside it
-        fast = replace(fast, exports=str(p.train_dir), ran={})
+    fast = replace(fast, exports=p.exports, ran={})
     norm = trained.normalizer
     sanity = ({"train": band_stats(normalized(p.splits["train"], norm))} if "train" in p.splits else {})
     free = FreeOfLabels(p, trained, trained.module, device, fast, sanity)

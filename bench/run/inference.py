@@ -32,11 +32,10 @@ from bench.core.labels import N_CLASSES
 from bench.core.recipe import PRECISIONS
 from bench.models.base import Contract, SceneModel
 
-#: the memory a prediction of a 13-band scene is held to (peak RSS, with torch and the model), and the
-#: share of it a scene read whole may take as float32 values: a scene up to that size is read whole (its
+#: what a scene read whole may take as float32 values, a share of the 1.5 GB that a prediction of a 13-band
+#: scene is held to (peak RSS, with torch and the model): a scene up to that size is read whole (its
 #: scene-level statistics are exact), a larger one in strips (statistics streamed, error below 4 x range /
 #: 65,536 per band), so that memory is bounded at every scene size
-MEMORY_BUDGET_MB = 1536
 WHOLE_BYTES = 128 << 20
 
 
@@ -113,23 +112,24 @@ class FastPaths:
         from bench.run import runtimes
 
         adapting = adapting or any(m.training for m in module.modules())
-        if self.runtime != "auto":
-            reason = runtimes.refusal(self.runtime, device, adapting)
-            if reason:
-                raise ConfigError(f"--runtime {self.runtime}: {reason}")
-        elif all(runtimes.refusal(r, device, adapting) for r in runtimes.EXPORTED):
-            self.ran["runtime"] = "torch"  # auto: torch where an exported runtime cannot stand in
+        asked = list(runtimes.EXPORTED) if self.runtime == "auto" else [self.runtime]
+        reasons = {r: runtimes.refusal(r, device, adapting) for r in asked}
+        if self.runtime != "auto" and reasons[self.runtime]:
+            raise ConfigError(f"--runtime {self.runtime}: {reasons[self.runtime]}")
+        names = [r for r in asked if not reasons[r]]
+        if not names:
+            self.ran["runtime"] = "torch"  # auto: torch where no exported runtime can stand in
             return fn
         key = (self.runtime, self.precision, torch.get_num_threads(), self.exports)
         chooser = _choosers.setdefault(module, {}).get(key)
         if chooser is None:
             torch_fn = lambda x: self.torch_logits(fn, x, device, self.precision)  # noqa: E731
             torch_fp32 = lambda x: self.torch_logits(fn, x, device, "fp32")  # noqa: E731
-            chooser = runtimes.Chooser(module, torch_fn, torch_fp32, self.runtime, self.precision,
+            chooser = runtimes.Chooser(module, torch_fn, torch_fp32, self.runtime, names, self.precision,
                                        Path(self.exports) if self.exports else None)
             _choosers[module][key] = chooser
         self.ran["runtime"] = chooser.ran or self.runtime
-        return _Ran(chooser, self.ran)
+        return chooser
 
     def torch_logits(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: str,
                      precision: str) -> torch.Tensor:
@@ -143,9 +143,13 @@ class FastPaths:
 
     def logits(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: str) -> torch.Tensor:
         """float32 logits of a batch."""
-        if isinstance(fn, _Ran):
+        from bench.run.runtimes import Chooser
+
+        if isinstance(fn, Chooser):  # an exported runtime (or what its check fell back to), on the CPU
             with torch.no_grad():
-                return fn(x.cpu())
+                out = fn(x.cpu())
+            self.ran["runtime"] = fn.ran
+            return out
         return self.torch_logits(fn, x, device, self.precision)
 
     def adapted(self, adapting: bool) -> "FastPaths":
@@ -159,18 +163,6 @@ class FastPaths:
     def describe(self) -> dict[str, Any]:
         """What results record (``runtime``: the one that ran, once a batch has run)."""
         return {**self.identity(), "runtime": self.ran.get("runtime", self.runtime)}
-
-
-class _Ran:
-    """A runtime's function of a batch that notes, once it has run, which runtime that was."""
-
-    def __init__(self, chooser: Any, ran: dict[str, str]) -> None:
-        self.chooser, self.ran_of = chooser, ran
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.chooser(x)
-        self.ran_of["runtime"] = self.chooser.ran
-        return out
 
 
 @dataclass(frozen=True)

@@ -191,6 +191,12 @@ class Plan:
         return found is not None and found.get("format", 1) >= RESULT_FORMAT
 
     @property
+    def exports(self) -> str | None:
+        """The folder for the runtime exports of the model (its own, for one trained here; None: the user
+        cache, for a pretrained model run as it comes)."""
+        return None if self.mode == "zero-shot" else str(self.train_dir)
+
+    @property
     def trained(self) -> bool:
         """The model to evaluate exists: finished training, or a pretrained model run zero-shot."""
         return self.mode == "zero-shot" or (self.train_dir / MODEL_FILE).exists()

@@ -107,8 +107,7 @@ def evaluate_run(p: Plan, trained: Trained) -> Evaluated:
               if "train" in p.splits else {"skipped": "zero-shot: the model saw no training split here"})
     device = run_device(p.cfg)
     module = trained.module.to(device) if isinstance(trained.module, torch.nn.Module) else trained.module
-    fast = FastPaths(p.recipe.precision, p.cfg.channels_last, p.cfg.compile, p.cfg.runtime,
-                     None if p.mode == "zero-shot" else str(p.train_dir))  # a model trained here: exports beside it
+    fast = FastPaths(p.recipe.precision, p.cfg.channels_last, p.cfg.compile, p.cfg.runtime, p.exports)
     _, _, adapter_entry = p.entries()
     free = FreeOfLabels(p, trained, module, device, fast, sanity) if p.cfg.label_free else None
     per_severity, blocks, budgets = {}, {}, []

@@ -20,6 +20,7 @@ predicts) is refused before any pixel is predicted; ``auto`` leaves it out inste
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import statistics
@@ -34,7 +35,6 @@ import torch
 from torch import nn
 
 from bench.core.errors import ConfigError
-from bench.core.recipe import RUNTIMES
 from bench.core.results import CACHE, atomic, write_json
 
 EXPORTED = ("onnxruntime", "openvino")
@@ -51,13 +51,6 @@ Logits = Callable[[torch.Tensor], torch.Tensor]
 
 class RuntimeSetAside(UserWarning):
     """An exported runtime disagreed with torch on real tiles (or could not run): torch is used instead."""
-
-
-def check_runtime(runtime: str) -> str:
-    """``runtime`` if it is one of :data:`RUNTIMES`, else a ConfigError that lists them."""
-    if runtime not in RUNTIMES:
-        raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    return runtime
 
 
 def weights_digest(module: nn.Module) -> str:
@@ -87,6 +80,7 @@ def export_onnx(module: nn.Module, in_channels: int, path: Path) -> Path:
     return path
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_name() -> str:
     """The CPU's model name (``/proc/cpuinfo``), which a check and a measurement are remembered for."""
     try:
@@ -171,13 +165,14 @@ def median_seconds(fns: dict[str, Callable[[], Any]], rounds: int = ROUNDS) -> d
 
 
 class Chooser:
-    """The logits function of one network under one runtime request: it exports, checks and (``auto``)
-    measures on the first batch, then runs what it chose. ``ran`` says which runtime that was."""
+    """The logits function of one network under one runtime request (``runtime``; ``names``: the exported
+    runtimes that may run here, :func:`refusal` passed): it exports, checks and (``auto``) measures on the
+    first batch, then runs what it chose. ``ran`` says which runtime that was."""
 
-    def __init__(self, module: nn.Module, torch_fn: Logits, torch_fp32: Logits, runtime: str, precision: str,
-                 folder: Path | None) -> None:
+    def __init__(self, module: nn.Module, torch_fn: Logits, torch_fp32: Logits, runtime: str, names: list[str],
+                 precision: str, folder: Path | None) -> None:
         self.module, self.torch_fn, self.torch_fp32 = module, torch_fn, torch_fp32
-        self.runtime, self.precision, self.folder = runtime, precision, folder
+        self.runtime, self.names, self.precision, self.folder = runtime, names, precision, folder
         self.fn: Logits | None = None
         self.ran: str | None = None
 
@@ -195,17 +190,14 @@ class Chooser:
     def choose(self, x: torch.Tensor) -> tuple[Logits, str]:
         """(logits function, runtime name) after the check, and for ``auto`` the measurement, on batch ``x``."""
         threads = torch.get_num_threads()
-        names = [r for r in EXPORTED if refusal(r, "cpu", False) is None] if self.runtime == "auto" else [self.runtime]
         path = self.export(x.shape[1])
         memo = Memo(path.with_suffix(".json"))
         passed: dict[str, Logits] = {}
         reference: torch.Tensor | None = None
-        for name in names:
-            if self.runtime == "auto" and name == "onnxruntime" and self.precision != "fp32":
-                continue
+        for name in self.names:
             try:
                 fn = SESSIONS[name](path, self.precision, threads)
-            except ConfigError:
+            except ConfigError:  # this precision is not for it: refused by name, left out by auto
                 if self.runtime == "auto":
                     continue
                 raise
@@ -227,7 +219,12 @@ class Chooser:
         if fastest is None:
             seconds = median_seconds({"torch": lambda: self.torch_fn(x), **{k: (lambda f=f: f(x)) for k, f in passed.items()}})
             fastest = memo.record_fastest(self.precision, threads, seconds)
-        return (passed.get(fastest, self.torch_fn), fastest) if fastest in passed else (self.torch_fn, "torch")
+        return (passed[fastest], fastest) if fastest in passed else (self.torch_fn, "torch")
+
+
+def check_key(runtime: str, precision: str) -> str:
+    """What a check is remembered by: the runtime, the precision and this CPU."""
+    return f"{runtime}/{precision}/{cpu_name()}"
 
 
 class Memo:
@@ -244,12 +241,12 @@ class Memo:
 
     def check(self, runtime: str, precision: str) -> dict[str, Any] | None:
         """The remembered check of ``runtime`` at ``precision`` on this CPU, or None."""
-        return self.data["checks"].get(f"{runtime}/{precision}/{cpu_name()}")
+        return self.data["checks"].get(check_key(runtime, precision))
 
     def record_check(self, runtime: str, precision: str, agreed: float) -> dict[str, Any]:
         """Remember (and return) a check's outcome."""
         check = {"agreement": agreed, "required": AGREEMENT[precision], "passed": agreed >= AGREEMENT[precision]}
-        self.data["checks"][f"{runtime}/{precision}/{cpu_name()}"] = check
+        self.data["checks"][check_key(runtime, precision)] = check
         write_json(self.path, self.data)
         return check
 
