@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench import __version__
 from bench.core.errors import BenchError, ConfigError, unknown
-from bench.core.recipe import RUNTIMES, Recipe
+from bench.core.recipe import BLENDS, RUNTIMES, Recipe
 from bench.core.registry import KIND_ALIASES, KINDS, get_registry
 from bench.run.output import configure_output
 
@@ -57,6 +57,17 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    "result written by an older cloudbench (without the field's scores); others are kept")
     p.add_argument("--consistency", action="store_true", help="label-free: also measure how often a prediction "
                    "holds with the input flipped (one more inference pass)")
+
+
+def _tiling_options(p: argparse.ArgumentParser) -> None:
+    """--tile, --overlap and --blend of predict: a zoo model's own inference policy unless one is given."""
+    p.add_argument("--tile", type=int, help="tile size, multiple of 32 (default: the model's inference policy, "
+                   "else 512)")
+    p.add_argument("--overlap", type=int, help="with --blend crop, pixels dropped at each tile side that has a "
+                   "neighbour, so seams do not show; with ramp, pixels two neighbours share (default 32)")
+    p.add_argument("--blend", choices=BLENDS, help="crop: each pixel from the one tile whose kept core holds it; "
+                   "ramp: the mean of its tiles' logits, weighted by linear ramps across each overlap "
+                   "(omnicloudmask's blending) (default crop)")
 
 
 def _runtime_option(p: argparse._ActionsContainer) -> None:
@@ -180,9 +191,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--offset", type=float, default=0.0, help="added to GeoTIFF values before scaling, e.g. -1000 "
                     "for L1C processing baseline 04.00 or later (a .SAFE reads its own)")
     pr.add_argument("--weights", help="a pretrained model's weight file(s), instead of its own")
-    pr.add_argument("--tile", type=int, default=512, help="tile size, multiple of 32 (default 512)")
-    pr.add_argument("--overlap", type=int, default=32, help="pixels dropped at each tile side that has a "
-                    "neighbour, so seams do not show (default 32)")
+    _tiling_options(pr)
     pr.add_argument("--batch-size", type=_positive_int, default=2, help="tiles per forward pass (default 2: "
                     "peak memory within 1.5 GB for 13 bands at 512 px)")
     pr.add_argument("--device", help="cpu or cuda (default: cuda if there is one)")
@@ -386,9 +395,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError("--probabilities names one file: with --out-dir, pass --write-probabilities")
     predictor = load_predictor(args.model, args.run, args.weights)
     zero_shot = predictor.source.get("mode") == "zero-shot"  # auto: fp32 for a zoo model, as upstream runs it
-    fast = FastPaths(resolve_precision(args.precision, device, zero_shot), not args.no_channels_last, args.compile,
+    fast = FastPaths(resolve_precision(args.precision, device, zero_shot, predictor.contract.upstream_precision),
+                     not args.no_channels_last, args.compile,
                      args.runtime, predictor.exports())
     options = dict(bands=bands, scale=args.scale, offset=args.offset, tile=args.tile, overlap=args.overlap,
+                   blend=args.blend,
                    batch_size=args.batch_size, device=device, fast=fast, probability_type=args.probability_type)
     if args.out_dir:
         return predict_scenes(predictor, args, options)

@@ -21,6 +21,8 @@ COMMAND_LINE = "command line"
 PRECISIONS = ("auto", "fp32", "bf16")
 #: inference runtimes (bench.run.runtimes): torch, or the network exported to ONNX and run by one of two
 RUNTIMES = ("torch", "onnxruntime", "openvino", "auto")
+#: how overlapping tiles make one prediction (bench.run.inference.Tiling): crop each to its core, or ramp-weighted mean
+BLENDS = ("crop", "ramp")
 
 
 def _setting(default: Any, help: str, minimum: int | None = None) -> Any:

@@ -23,6 +23,7 @@ import numpy as np
 
 from bench.core.config import check_keys
 from bench.core.errors import ConfigError, DataError
+from bench.core.recipe import BLENDS
 from bench.core.labels import CLASSES, IGNORE, N_CLASSES, LabelMap
 
 if TYPE_CHECKING:  # the contract names torch types; importing it is left to the model that is built
@@ -34,7 +35,10 @@ TRAINED = "pytorch"
 #: framework of masks made by another tool, read from files (bench.models.masks)
 MASKS = "masks"
 CONTRACT_KEYS = {"framework", "bands", "units", "preprocessing", "outputs", "output_names", "trainable",
-                 "trained_on", "citation", "licence", "algorithm", "weights", "get_weights"}
+                 "trained_on", "citation", "licence", "algorithm", "weights", "get_weights", "inference"}
+INFERENCE_KEYS = {"tile", "overlap", "blend", "pad", "fit", "shift_nodata", "precision", "source"}
+PADS = ("end", "centre")
+FITS = ("pad", "square")
 REFLECTANCE = "L1C top-of-atmosphere reflectance (digital number / 10,000)"
 
 
@@ -59,6 +63,52 @@ class Built:
 
 
 @dataclass(frozen=True)
+class InferencePolicy:
+    """How upstream tiles a scene for its network, declared as ``[name.contract.inference]``; evaluation,
+    ``bench predict`` and ``bench assess`` tile the model this way (:func:`bench.run.inference.policy_tiling`).
+
+    * ``tile``: the patch side in px, or ``"scene"``: the whole scene is one patch (up to the memory budget;
+      a larger scene is tiled as any other model's);
+    * ``overlap``: with ``blend = "crop"`` the px discarded at each inner tile side, with ``"ramp"`` the px
+      two neighbours share, their logits weighted by linear ramps across it;
+    * ``pad``: a patch smaller than the model input is mirrored at the ``end`` (bottom / right) or reflected
+      around its ``centre``; ``fit = "square"``: a scene side shorter than the tile shrinks the tile (square)
+      to that side rather than padding; ``shift_nodata``: a patch whose edge row or column is all nodata
+      moves inward, and one with no valid pixel is skipped;
+    * ``precision``: what upstream runs in (``auto`` then picks it); ``source``: the upstream code it follows.
+    """
+
+    tile: int | str = 0  # 0: the run's own tile size
+    overlap: int = 0
+    blend: str = "crop"
+    pad: str = "end"
+    fit: str = "pad"
+    shift_nodata: bool = False
+    precision: str = "fp32"
+    source: str = ""
+
+    @classmethod
+    def parse(cls, table: dict[str, Any] | None, where: str) -> "InferencePolicy | None":
+        """From a contract's ``inference`` table (absent: the run's tiling)."""
+        if not table:
+            return None
+        check_keys(table, INFERENCE_KEYS, where)
+        policy = cls(**table)
+        for name, value, allowed in (("blend", policy.blend, BLENDS), ("pad", policy.pad, PADS),
+                                     ("fit", policy.fit, FITS), ("precision", policy.precision, ("fp32", "bf16"))):
+            if value not in allowed:
+                raise ConfigError(f"{where}: {name} must be one of {', '.join(allowed)}, got {value!r}")
+        if not (policy.tile == "scene" or (isinstance(policy.tile, int) and policy.tile >= 32)):
+            raise ConfigError(f"{where}: tile must be \"scene\" or at least 32 px, got {policy.tile!r}")
+        return policy
+
+    def summary(self) -> dict[str, Any]:
+        """What results record about the policy."""
+        return {k: getattr(self, k) for k in ("tile", "overlap", "blend", "pad", "fit", "shift_nodata",
+                                               "precision", "source")}
+
+
+@dataclass(frozen=True)
 class Contract:
     """What a model takes and gives (see the module docstring)."""
 
@@ -75,6 +125,12 @@ class Contract:
     algorithm: str = ""  # the algorithm family, e.g. "s2cloudless": a reference it made scores itself
     weights: tuple[str, ...] = ()  # where each weight file is (bench.models.base.locate_weights): "hf:<repo>/<file> | ..."
     get_weights: str = ""  # how to get them where they are not here
+    inference: InferencePolicy | None = None  # how upstream tiles scenes for it (None: the run's tiling)
+
+    @property
+    def upstream_precision(self) -> str:
+        """The precision upstream runs the model in (its inference policy's; fp32 where none says)."""
+        return self.inference.precision if self.inference else "fp32"
 
     @property
     def pretrained(self) -> bool:
@@ -102,7 +158,8 @@ class Contract:
                    trained_on=str(table.get("trained_on", "")), citation=table.get("citation", ""),
                    licence=table.get("licence", ""), algorithm=table.get("algorithm", ""),
                    weights=tuple([weights] if isinstance(weights, str) else weights),
-                   get_weights=table.get("get_weights", ""))
+                   get_weights=table.get("get_weights", ""),
+                   inference=InferencePolicy.parse(table.get("inference"), f"{where} inference"))
 
     def class_of_code(self) -> np.ndarray:
         """(256,) uint8: output code -> the project class it predicts (its set's first: ``cloud`` ->
@@ -133,7 +190,8 @@ class Contract:
                 "units": self.units, "preprocessing": self.preprocessing, "outputs": self.outputs.to_dict(),
                 "output_names": list(self.output_names), "trainable": self.trainable,
                 "trained_on": self.trained_on or "this scenario's training split", "citation": self.citation,
-                "licence": self.licence, "algorithm": self.algorithm}
+                "licence": self.licence, "algorithm": self.algorithm,
+                **({"inference": self.inference.summary()} if self.inference else {})}
 
 
 def contract_of(entry: Any) -> Contract:

@@ -10,7 +10,10 @@ they are missing, saying how to get them).
   encoders (``tu-regnety_004``, ``tu-edgenext_small``), 3 bands (B04, B03, B8A), 4 classes, safetensors
   files of ``NickWright/OmniCloudMask``. Each patch is standardised per band over its valid pixels (upstream
   ``channel_norm``; nodata = NaN or 0) and the two networks' logits are averaged (``infer_batch``).
-  Upstream's 1000 px patches with 300 px blended overlap become this run's tiles.
+
+How upstream tiles a scene for each (1000 px patches blended by linear ramps; the whole scene reflected
+around its centre) is the contract's inference policy in ``registry/models.toml``
+(:class:`bench.models.base.InferencePolicy`).
 """
 
 from __future__ import annotations

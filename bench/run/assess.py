@@ -49,7 +49,7 @@ from bench.data.shifts import shifted
 from bench.data.splits import load_split
 from bench.run.calibration import FreeOfLabels
 from bench.run.evaluate import SceneInput, predicted_strips
-from bench.run.inference import FastPaths, HeldRows, Tiling
+from bench.run.inference import FastPaths, HeldRows, Tiling, model_tiling
 from bench.run.label_free import SceneSignals, cloud_groups, never_predicted, summary
 from bench.models.base import MASKS, Contract, contract_of
 from bench.run.plan import NATIVE, Plan, RunConfig, plan, zero_shot_splits
@@ -213,13 +213,14 @@ def assess(rows: list[Row], scenes: Iterable[tuple[str, Any]], tile: int = 512, 
            device: str = "cpu", fast: FastPaths | None = None, progress: bool = True) -> dict[str, Any]:
     """Every row on every scene (``(id, row -> SceneInput)``, as :func:`file_scenes` gives them); the
     report in the documented schema (``bench assess --json``)."""
-    fast, tiling = fast or FastPaths(), Tiling(tile)
+    fast = fast or FastPaths()
     scenes = list(scenes)
     bar = Progress(len(scenes) * len(rows), "scene x model", "assess", enabled=progress)
     names = []
     for sid, scene_of in scenes:
         names.append(sid)
         for row in rows:
+            tiling = model_tiling(row.predictor.contract, tile)
             scene_signals(row, scene_of(row), tiling, batch_size, device, row.fast or fast)
             bar.update(1, status=f"{sid} / {row.predictor.name}")
     bar.close()
@@ -314,7 +315,7 @@ def file_scenes(paths: list[Path], bands: list[str] | None, scale: float | None,
             raster = open_scene(path, bands, scale, offset).select(row.predictor.bands)
             if raster.wanted:  # a model of masks from files reads none of the scene's bands
                 check_scene(raster)
-            strips = Tiling(tile).strips(raster.height, raster.width)
+            strips = model_tiling(row.predictor.contract, tile).strips(raster.height, raster.width)
             read, _, normalize = scene_reader(raster, row.predictor.normalizer, strips, False)
             return SceneInput(path.name, raster.height, raster.width, lambda r0, r1: normalize(read(r0, r1)),
                               None, raster.scene_meta(), strips)

@@ -19,7 +19,7 @@ from bench.core.results import key, write_json
 from bench.data.sanity import band_stats, normalized, shift_of
 from bench.data.splits import Split
 from bench.run.evaluate import Evaluation, predicted_strips, scene_inputs
-from bench.run.inference import FastPaths, Tiling
+from bench.run.inference import FastPaths, model_tiling
 from bench.run.label_free import (VERSION, LabelFree, calibrate, load_predictions, never_predicted, pooled,
                                   save_predictions)
 from bench.run.plan import Plan, data_identity
@@ -45,7 +45,7 @@ class FreeOfLabels:
         """The outputs of the run's model over ``scene``, with class probabilities."""
         p, norm = self.p, self.trained.normalizer
         tile_fn = (lambda t: norm.transform(t)) if norm.level == "patch" else None
-        return predicted_strips(self.module, scene, Tiling(p.recipe.patch_size), p.recipe.batch_size, self.device,
+        return predicted_strips(self.module, scene, model_tiling(p.contract, p.recipe.patch_size), p.recipe.batch_size, self.device,
                                 self.fast, tile_fn, p.contract, probabilities=True)
 
     def cache_key(self) -> str:
@@ -62,7 +62,7 @@ class FreeOfLabels:
         path = self.p.train_dir / f"calibration-{self.cache_key()[:12]}.json"
         if path.exists() and path.with_suffix(".npz").exists():
             return json.loads(path.read_text()), None, load_predictions(path.with_suffix(".npz"))
-        scenes = scene_inputs(val, self.trained.normalizer, Tiling(self.p.recipe.patch_size))
+        scenes = scene_inputs(val, self.trained.normalizer, model_tiling(self.p.contract, self.p.recipe.patch_size))
         try:
             result, maps = calibrate(scenes, self.strips, self.p.space, val.labels)
         except (ValueError, ConfigError, DataError) as e:

@@ -17,7 +17,7 @@ from torch import nn
 
 from bench.data.splits import SceneRef, Split, reference_groups
 from bench.run.inference import whole_pixels as whole_pixels_of
-from bench.run.inference import (FastPaths, HeldRows, Tiling, class_batches, input_batches,
+from bench.run.inference import (FastPaths, HeldRows, Tiling, class_batches, input_batches, model_tiling,
                                  predict_strips, scene_model_strips, tile_stream)
 from bench.models.adapters import Adapter, NoAdaptation
 from bench.core.label_free import fold
@@ -125,7 +125,7 @@ def predict_scene(model: nn.Module | SceneModel, image: np.ndarray, patch: int, 
     """(H, W) project class index of a (C, H, W) normalized scene in memory (NaN = nodata)."""
     h, w = image.shape[1:]
     scene = SceneInput("scene", h, w, lambda r0, r1: image[:, r0:r1], None, {}, [(0, h)])
-    return np.concatenate([p[0] for _, _, p in predicted_strips(model, scene, Tiling(patch), batch_size, device,
+    return np.concatenate([p[0] for _, _, p in predicted_strips(model, scene, model_tiling(contract, patch), batch_size, device,
                                                                 fast or FastPaths(), tile_fn, contract)])
 
 
@@ -204,6 +204,13 @@ class Scored:
         self.preds[scene.id], self.refs[scene.id] = pred, ref
 
 
+def unlabelled_batches(scene: SceneInput, tiling: Tiling, batch_size: int, device: str, tile_fn=None):  # noqa: ANN001, ANN201
+    """The model inputs of ``scene``, batch by batch, without its reference (what an adapter may see)."""
+    tiles = tile_stream(scene.read, scene.height, scene.width, tiling, scene.strips, tile_fn)
+    size = tiling.shape(scene.height, scene.width)
+    return (x.to(device) for _, x in input_batches(tiles, batch_size, size, tiling.pad))
+
+
 def evaluate(model: nn.Module | SceneModel, normalizer: Normalizer, test: Split, space: EvalSpace, patch: int,
              batch_size: int, device: str = "cpu", adapter: Adapter | None = None,
              contract: Contract | None = None, fast: FastPaths | None = None,
@@ -220,14 +227,13 @@ def evaluate(model: nn.Module | SceneModel, normalizer: Normalizer, test: Split,
     """
     if isinstance(model, nn.Module):
         model.eval()
-    adapter, tiling = adapter or NoAdaptation(), Tiling(patch)
+    adapter, tiling = adapter or NoAdaptation(), model_tiling(contract, patch)
     fast = (fast or FastPaths()).adapted(adapter.protocol != "none")
     free = (True, label_free.consistency) if label_free else (False, False)  # probabilities, flip
     tile_fn = (lambda t: normalizer.transform(t)) if normalizer.level == "patch" else None
 
-    def batches(scene: SceneInput):  # noqa: ANN202 - unlabelled inputs only
-        tiles = tile_stream(scene.read, scene.height, scene.width, tiling, scene.strips, tile_fn)
-        return (x.to(device) for _, x in input_batches(tiles, batch_size, tiling.shape(scene.height, scene.width)))
+    def batches(scene: SceneInput):  # noqa: ANN202
+        return unlabelled_batches(scene, tiling, batch_size, device, tile_fn)
 
     adapted = model
     if adapter.protocol == "per_test_set":

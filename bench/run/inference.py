@@ -29,8 +29,8 @@ from torch import nn
 
 from bench.core.errors import ConfigError
 from bench.core.labels import N_CLASSES
-from bench.core.recipe import PRECISIONS
-from bench.models.base import Contract, SceneModel
+from bench.core.recipe import BLENDS, PRECISIONS
+from bench.models.base import Contract, InferencePolicy, SceneModel
 
 #: what a scene read whole may take as float32 values, a share of the 1.5 GB that a prediction of a 13-band
 #: scene is held to (peak RSS, with torch and the model): a scene up to that size is read whole (its
@@ -68,13 +68,16 @@ def bf16_is_fast(device: str) -> bool:
     return bool(cpu and (cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported()))
 
 
-def resolve_precision(precision: str, device: str, zero_shot: bool = False) -> str:
+def resolve_precision(precision: str, device: str, zero_shot: bool = False, upstream: str = "fp32") -> str:
     """``fp32`` or ``bf16``: ``auto`` picks bf16 where :func:`bf16_is_fast`, except for a pretrained model
-    run as it comes (``zero_shot``), which runs in fp32 as its upstream does (ask for bf16 to change that)."""
+    run as it comes (``zero_shot``), which runs in the precision its upstream runs in (``upstream``, its
+    contract's inference policy; fp32 unless declared; ask for bf16 to change that)."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "auto":
-        return "bf16" if bf16_is_fast(device) and not zero_shot else "fp32"
+        if zero_shot:
+            return "bf16" if upstream == "bf16" and bf16_is_fast(device) else "fp32"
+        return "bf16" if bf16_is_fast(device) else "fp32"
     return precision
 
 
@@ -167,64 +170,166 @@ class FastPaths:
 
 @dataclass(frozen=True)
 class Tiling:
-    """Tiles of ``tile`` px that overlap by at least ``2 * overlap`` px. Along each axis they are spread
-    evenly from one edge to the other, the first and the last flush with the scene's edges, and two
-    neighbours split their overlap at its middle: each keeps the half nearer its own centre and nothing
-    else is discarded. A side no longer than a tile is one tile, padded (mirrored) only to a multiple of
-    32, so a scene that fits in a tile is predicted as one tile, as a whole."""
+    """How a scene is cut into model inputs.
+
+    With ``blend = "crop"`` (the default), tiles of ``tile`` px overlap by at least ``2 * overlap`` px.
+    Along each axis they are spread evenly from one edge to the other, the first and the last flush with
+    the scene's edges, and two neighbours split their overlap at its middle: each keeps the half nearer
+    its own centre and nothing else is discarded. A side no longer than a tile is one tile, padded only to a
+    multiple of 32, so a scene that fits in a tile is predicted as one tile, as a whole.
+
+    With ``blend = "ramp"`` (omnicloudmask's ``make_patch_indexes`` and ``create_gradient_mask``), tiles
+    start every ``tile - overlap`` px, the last moved back flush with the edge, and every pixel's logits are
+    the mean of its tiles' weighted by linear ramps ``overlap`` px wide at each tile's sides.
+
+    ``pad``, ``fit`` and ``shift_nodata`` are those of :class:`bench.models.base.InferencePolicy`;
+    ``whole`` > 0: a scene of up to that many pixels is one tile.
+    """
 
     tile: int
     overlap: int = 0
+    blend: str = "crop"
+    pad: str = "end"
+    fit: str = "pad"
+    shift_nodata: bool = False
+    whole: int = 0
 
     def __post_init__(self) -> None:
-        if self.tile < 32 or self.tile % 32:
+        if self.tile < 32 or (self.tile % 32 and self.fit == "pad"):
             raise ConfigError(f"tile size must be a multiple of 32, got {self.tile}")
-        if not 0 <= 2 * self.overlap < self.tile:
-            raise ConfigError(f"overlap must be at least 0 and under half the tile ({self.tile} px), got {self.overlap}")
+        if self.blend not in BLENDS:
+            raise ConfigError(f"blend must be one of {', '.join(BLENDS)}, got {self.blend!r}")
+        if self.shift_nodata and self.blend != "ramp":
+            raise ConfigError("shift_nodata moves tiles, which only ramp blending places freely")
+        shared = self.overlap if self.blend == "ramp" else 2 * self.overlap
+        if not 0 <= shared < self.tile:
+            raise ConfigError(f"overlap must be at least 0 and under {'the' if self.blend == 'ramp' else 'half the'} "
+                              f"tile ({self.tile} px), got {self.overlap}")
 
     @property
     def stride(self) -> int:
-        """The largest step between two tiles' starts (their overlap is then ``2 * overlap``)."""
-        return self.tile - 2 * self.overlap
+        """The largest step between two tiles' starts."""
+        return self.tile - (self.overlap if self.blend == "ramp" else 2 * self.overlap)
+
+    def fitted(self, height: int, width: int) -> "Tiling":
+        """The tiling of a ``height`` x ``width`` scene: one tile where it is ``whole``-sized, a square tile
+        no larger than the shorter side with ``fit = "square"`` (the overlap at most half of it)."""
+        if self.whole and height * width <= self.whole:
+            side = -(-max(height, width) // 32) * 32
+            return replace(self, tile=side, overlap=0, whole=0, fit="pad")
+        if self.fit == "square" and min(height, width) < self.tile:
+            side = max(min(height, width), 32)
+            return replace(self, tile=side, overlap=min(self.overlap, side // 2))
+        return self
 
     def size(self, length: int) -> int:
         """The model input's side for a scene side of ``length`` px: the tile, or less for a short side."""
-        return min(self.tile, -(-length // 32) * 32)
+        return self.tile if self.fit == "square" else min(self.tile, -(-length // 32) * 32)
 
     def shape(self, height: int, width: int) -> tuple[int, int]:
         """The model input's (rows, columns) for a scene of ``height`` x ``width`` px."""
-        return self.size(height), self.size(width)
+        t = self.fitted(height, width)
+        return t.size(height), t.size(width)
 
     def spans(self, length: int) -> list[tuple[int, int, int, int]]:
-        """``(start, end, core start, core end)`` of the tiles along a side of ``length`` px."""
+        """``(start, end, core start, core end)`` of the tiles along a side of ``length`` px; with ramp
+        blending a core holds the pixels that no later tile reaches."""
         if length <= self.tile:
             return [(0, length, 0, length)]
-        n = -(-(length - self.tile) // self.stride) + 1
-        starts = [round(i * (length - self.tile) / (n - 1)) for i in range(n)]
-        cuts = [0, *((b + a + self.tile) // 2 for a, b in zip(starts, starts[1:])), length]
+        if self.blend == "ramp":
+            starts = sorted({min(s, length - self.tile) for s in range(0, length, self.stride)})
+            cuts = [0, *starts[1:], length]
+        else:
+            n = -(-(length - self.tile) // self.stride) + 1
+            starts = [round(i * (length - self.tile) / (n - 1)) for i in range(n)]
+            cuts = [0, *((b + a + self.tile) // 2 for a, b in zip(starts, starts[1:])), length]
         return [(s, s + self.tile, cuts[i], cuts[i + 1]) for i, s in enumerate(starts)]
 
     def strips(self, height: int, width: int, whole_pixels: int = WHOLE_PIXELS) -> list[tuple[int, int]]:
         """Core row ranges of the strips: the whole scene if it is small, else one row of tiles each."""
         if height * width <= whole_pixels:
             return [(0, height)]
-        return [(c0, c1) for _, _, c0, c1 in self.spans(height)]
+        return [(c0, c1) for _, _, c0, c1 in self.fitted(height, width).spans(height)]
 
     def tiles(self, r0: int, r1: int, height: int, width: int) -> Iterator[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
         """``(read window, core)`` of the tiles whose cores cover rows ``r0:r1``: the window is ``(row0, col0,
         row1, col1)`` in the scene, the core ``(drow, dcol, rows, cols)`` inside it."""
-        for rs, re_, c0, c1 in self.spans(height):
+        t = self.fitted(height, width)
+        for rs, re_, c0, c1 in t.spans(height):
             if r0 <= c0 < r1:
-                for cs, ce, k0, k1 in self.spans(width):
+                for cs, ce, k0, k1 in t.spans(width):
                     yield (rs, cs, re_, ce), (c0 - rs, k0 - cs, c1 - c0, k1 - k0)
 
+    def padding(self, rows: int, cols: int, size: tuple[int, int]) -> tuple[int, int]:
+        """Where a ``rows`` x ``cols`` input sits in the padded ``size`` model input: its (top, left)."""
+        if self.pad == "centre":
+            return (size[0] - rows) // 2, (size[1] - cols) // 2
+        return 0, 0
 
-def pad_mirrored(x: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Mirror the last two axes at the bottom / right to ``height`` x ``width`` (no copy when they fit)."""
+    def weights(self) -> np.ndarray:
+        """(tile, tile) float32 blending weights of ramp blending (omnicloudmask's ``create_gradient_mask``)."""
+        ov = min(self.overlap, self.tile // 2)
+        ramp = np.ones(self.tile, dtype=np.float64)
+        if ov:
+            ramp[:ov], ramp[-ov:] = np.arange(1, ov + 1) / ov, np.arange(ov, 0, -1) / ov
+        return np.outer(ramp, ramp).astype(np.float32)
+
+
+def policy_tiling(policy: InferencePolicy | None, tile: int, overlap: int = 0, blend: str = "crop",
+                  channels: int = 13) -> Tiling:
+    """The tiling of a model: its contract's inference policy, else ``tile`` / ``overlap`` / ``blend`` (the
+    run's). A policy of whole scenes (``tile = "scene"``) tiles a scene above :func:`whole_pixels` the run's way."""
+    if policy is None:
+        return Tiling(tile, overlap, blend)
+    if policy.tile == "scene":
+        return Tiling(tile, overlap, blend, pad=policy.pad, whole=whole_pixels(channels))
+    return Tiling(int(policy.tile), policy.overlap, policy.blend, policy.pad, policy.fit, policy.shift_nodata)
+
+
+def model_tiling(contract: Contract | None, tile: int, overlap: int = 0, blend: str = "crop") -> Tiling:
+    """The tiling a model runs with: its contract's inference policy (see :func:`policy_tiling`)."""
+    policy = contract.inference if contract else None
+    channels = len(contract.bands) if contract and contract.bands else 13
+    return policy_tiling(policy, tile, overlap, blend, channels)
+
+
+def pad_input(x: np.ndarray, size: tuple[int, int], pad: str = "end") -> np.ndarray:
+    """The last two axes padded to ``size``: mirrored at the bottom / right (``end``), or reflected on both
+    sides around the centre (``centre``: CloudSEN12's ``padded_predict``); no copy when they fit."""
     h, w = x.shape[-2:]
-    if (h, w) == (height, width):
+    if (h, w) == size:
         return x
-    return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, height - h), (0, width - w)], mode="symmetric")
+    if pad == "centre":
+        (top, left), lead = ((size[0] - h) // 2, (size[1] - w) // 2), [(0, 0)] * (x.ndim - 2)
+        return np.pad(x, lead + [(top, size[0] - h - top), (left, size[1] - w - left)], mode="reflect")
+    return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, size[0] - h), (0, size[1] - w)], mode="symmetric")
+
+
+def shifted_from_nodata(nodata: np.ndarray, window: tuple[int, int, int, int], top: int) -> tuple[int, int, int, int] | None:
+    """omnicloudmask's ``get_patch``: ``window`` (scene rows and columns) moved inward while an edge row or
+    column of it is all nodata in every band, within ``nodata`` ((C, rows, W), the rows read from ``top``
+    on: NaN or 0, as upstream's ``is_nodata``); None where the window holds no valid pixel."""
+    r0, c0, r1, c1 = window
+    rows, cols = nodata.shape[1], nodata.shape[2]
+    patch = nodata[:, r0 - top:r1 - top, c0:c1]
+    if patch.all():
+        return None
+    if not patch.any():
+        return window
+    a, b = r0 - top, r1 - top
+    if b < rows and nodata[:, a, c0:c1].all():
+        while b < rows and nodata[:, a, c0:c1].all():
+            a, b = a + 1, b + 1
+    elif a > 0 and nodata[:, b - 1, c0:c1].all():
+        while a > 0 and nodata[:, b - 1, c0:c1].all():
+            a, b = a - 1, b - 1
+    if c1 < cols and nodata[:, a:b, c0].all():
+        while c1 < cols and nodata[:, a:b, c0].all():
+            c0, c1 = c0 + 1, c1 + 1
+    elif c0 > 0 and nodata[:, a:b, c1 - 1].all():
+        while c0 > 0 and nodata[:, a:b, c1 - 1].all():
+            c0, c1 = c0 - 1, c1 - 1
+    return a + top, c0, b + top, c1
 
 
 class HeldRows:
@@ -264,11 +369,16 @@ def tile_stream(read: Reader, height: int, width: int, tiling: Tiling, strips: l
                 on_strip: Callable[[int, int], None] | None = None) -> Iterator[Tile]:
     """Every tile of the scene, strip after strip, in row-major order: its strip index, read window, core
     and input (a view of the strip, ``tile_fn`` applied; :func:`input_batches` pads it to the tiling's size
-    and replaces NaN). ``on_strip(k, n)`` is called with each strip's tile count before its tiles."""
+    and replaces NaN). ``on_strip(k, n)`` is called with each strip's tile count before its tiles. With
+    ``shift_nodata``, windows move away from nodata inside the strip read, and one without a valid pixel,
+    or the same as one before it, is left out (omnicloudmask's ``compile_batches``)."""
+    seen: set[tuple[int, int, int, int]] = set()
     for k, (r0, r1) in enumerate(strips):
         windows = list(tiling.tiles(r0, r1, height, width))
         top, bottom = min(w[0][0] for w in windows), max(w[0][2] for w in windows)
         image = read(top, bottom)
+        if tiling.shift_nodata:
+            windows = shifted_windows(image, windows, top, seen)
         if on_strip:
             on_strip(k, len(windows))
         for (wr, wc, wr1, wc1), core in windows:  # no name keeps a view of the strip past its last tile
@@ -276,15 +386,27 @@ def tile_stream(read: Reader, height: int, width: int, tiling: Tiling, strips: l
         del image
 
 
+def shifted_windows(image: np.ndarray, windows: list, top: int, seen: set) -> list:
+    """``windows`` of a strip read from ``top`` moved away from nodata (:func:`shifted_from_nodata`), those
+    without a valid pixel and those already in ``seen`` left out."""
+    nodata, out = np.isnan(image) | (image == 0), []
+    for window, core in windows:
+        moved = shifted_from_nodata(nodata, window, top)
+        if moved is not None and moved not in seen:
+            seen.add(moved)
+            out.append((moved, core))
+    return out
+
+
 def _same(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def input_batches(tiles: Iterator[Tile], batch_size: int, size: tuple[int, int]
+def input_batches(tiles: Iterator[Tile], batch_size: int, size: tuple[int, int], pad: str = "end"
                   ) -> Iterator[tuple[list[Tile], torch.Tensor]]:
     """Tiles grouped into batches: ``(tiles without their inputs, (N, C, *size) float32 tensor)``. Each tile
-    is written into its batch as it arrives (converted to float32 as it is copied, mirrored at the bottom /
-    right up to ``size``), so no view of a strip outlives its copy and the reader never holds two strips;
+    is written into its batch as it arrives (converted to float32 as it is copied, padded up to ``size`` by
+    :func:`pad_input`), so no view of a strip outlives its copy and the reader never holds two strips;
     NaN / inf become 0 over the whole batch in place."""
     out: np.ndarray | None = None
     chunk: list[Tile] = []
@@ -294,7 +416,7 @@ def input_batches(tiles: Iterator[Tile], batch_size: int, size: tuple[int, int]
         if t.shape[1:] == size:
             np.copyto(out[len(chunk)], t, casting="unsafe")
         else:
-            out[len(chunk)] = pad_mirrored(t, *size)
+            out[len(chunk)] = pad_input(t, size, pad)
         chunk.append((k, window, core, None))
         del t
         if len(chunk) == batch_size:
@@ -347,33 +469,84 @@ def read_ahead(items: Iterator[Any], depth: int = READ_AHEAD) -> Iterator[Any]:
                 pass
 
 
-def predict_strips(read: Reader, height: int, width: int, tiling: Tiling, run_batch: Batch, batch_size: int,
-                   tile_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+def predict_strips(read: Reader, height: int, width: int, tiling: Tiling, run_batch: "ClassBatches",
+                   batch_size: int, tile_fn: Callable[[np.ndarray], np.ndarray] | None = None,
                    strips: list[tuple[int, int]] | None = None,
                    on_batch: Callable[[int], None] | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
     """``(row0, row1, outputs)`` for each strip of core rows, in order: ``outputs`` (K, row1 - row0, W)
-    from ``run_batch`` over the tiles (``tile_fn`` normalizes each tile first). Tiles are read and batched
-    :data:`READ_AHEAD` batches ahead, in a thread, while the model runs."""
+    from ``run_batch`` over the tiles (``tile_fn`` normalizes each tile first): each tile's core, or with
+    ramp blending the outputs of the blended logits. Tiles are read and batched :data:`READ_AHEAD` batches
+    ahead, in a thread, while the model runs."""
     strips = strips or tiling.strips(height, width)
+    fitted = tiling.fitted(height, width)
+    size = fitted.shape(height, width)
     open_: dict[int, list[Any]] = {}  # strip index -> [outputs, tiles left]
+    blend = Blend(run_batch.channels, width, fitted.weights()) if fitted.blend == "ramp" else None
 
     def opened(k: int, n: int) -> None:
         open_[k] = [None, n]
 
     done = 0
     tiles = tile_stream(read, height, width, tiling, strips, tile_fn, opened)
-    for chunk, x in read_ahead(input_batches(tiles, batch_size, tiling.shape(height, width))):
-        for (k, (wr, wc, _, _), (dr, dc, h, w), _), o in zip(chunk, run_batch(x)):
-            r0, r1 = strips[k]
-            if open_[k][0] is None:
-                open_[k][0] = np.zeros((o.shape[0], r1 - r0, width), dtype=o.dtype)
-            open_[k][0][:, wr + dr - r0:wr + dr - r0 + h, wc + dc:wc + dc + w] = o[:, dr:dr + h, dc:dc + w]
+    for chunk, x in read_ahead(input_batches(tiles, batch_size, size, fitted.pad)):
+        out = run_batch.logits(x).cpu().numpy() if blend else run_batch(x)
+        for (k, (wr, wc, wr1, wc1), (dr, dc, h, w), _), o in zip(chunk, out):
+            pr, pc = fitted.padding(wr1 - wr, wc1 - wc, size)
+            if blend:
+                blend.add((wr, wc, wr1, wc1), o[:, pr:pr + wr1 - wr, pc:pc + wc1 - wc])
+            else:
+                r0, r1 = strips[k]
+                if open_[k][0] is None:
+                    open_[k][0] = np.zeros((o.shape[0], r1 - r0, width), dtype=o.dtype)
+                open_[k][0][:, wr + dr - r0:wr + dr - r0 + h, wc + dc:wc + dc + w] = o[:, pr + dr:pr + dr + h, pc + dc:pc + dc + w]
             open_[k][1] -= 1
         if on_batch:
             on_batch(len(chunk))
         while done in open_ and open_[done][1] == 0:
-            yield *strips[done], open_.pop(done)[0]
+            r0, r1 = strips[done]
+            outputs = open_.pop(done)[0]
+            yield r0, r1, blended(run_batch, blend, r0, r1) if blend else outputs
             done += 1
+    for r0, r1 in strips[done:]:  # strips left without a tile (no valid pixel to shift one to)
+        yield r0, r1, blended(run_batch, blend, r0, r1)
+
+
+def blended(run_batch: "ClassBatches", blend: "Blend", r0: int, r1: int) -> np.ndarray:
+    """The outputs of rows ``r0:r1`` from their blended logits."""
+    return run_batch.outputs(torch.from_numpy(blend.take(r0, r1)[None]))[0]
+
+
+class Blend:
+    """Ramp blending: the weighted sums of tiles' logits over the rows that later tiles may still reach;
+    :meth:`take` hands out the weighted mean of final rows (0 where no tile reached)."""
+
+    def __init__(self, channels: int, width: int, weights: np.ndarray) -> None:
+        self.width, self.weights, self.top = width, weights, 0
+        self.sum = np.zeros((channels, 0, width), dtype=np.float32)  # from row self.top on
+        self.count = np.zeros((0, width), dtype=np.float32)
+
+    def reach(self, bottom: int) -> None:
+        """Hold rows up to ``bottom``."""
+        grow = bottom - self.top - self.count.shape[0]
+        if grow > 0:
+            self.sum = np.concatenate([self.sum, np.zeros((len(self.sum), grow, self.width), np.float32)], 1)
+            self.count = np.concatenate([self.count, np.zeros((grow, self.width), np.float32)])
+
+    def add(self, window: tuple[int, int, int, int], logits: np.ndarray) -> None:
+        """Add a tile's (K, rows, cols) logits at ``window`` (scene rows and columns)."""
+        r0, c0, r1, c1 = window
+        self.reach(r1)
+        w = self.weights[:r1 - r0, :c1 - c0]
+        self.sum[:, r0 - self.top:r1 - self.top, c0:c1] += logits * w
+        self.count[r0 - self.top:r1 - self.top, c0:c1] += w
+
+    def take(self, r0: int, r1: int) -> np.ndarray:
+        """(K, r1 - r0, W) mean logits of rows ``r0:r1`` (the first not taken), which are then let go."""
+        self.reach(r1)
+        n, count = r1 - r0, self.count[:r1 - r0]
+        mean = np.divide(self.sum[:, :n], count, out=np.zeros_like(self.sum[:, :n]), where=count > 0)
+        self.sum, self.count, self.top = self.sum[:, n:].copy(), self.count[n:].copy(), r1
+        return mean
 
 
 def scene_model_strips(read: Reader, height: int, width: int, tiling: Tiling, model: SceneModel,
@@ -418,17 +591,46 @@ def class_probabilities(code_probs: np.ndarray, classes: np.ndarray) -> np.ndarr
     return out
 
 
-def class_batches(fast: FastPaths, fn: Callable[[torch.Tensor], torch.Tensor], device: str,
-                  probabilities: bool = False, flip: bool = False) -> Batch:
-    """A ``run_batch`` giving the class index (and, with ``probabilities``, the softmax of each class after it;
-    with ``flip``, last, 1 where the prediction of the input flipped left to right, flipped back, agrees)."""
-    def run(x: torch.Tensor) -> np.ndarray:
-        logits = fast.logits(fn, x, device)
-        cls = logits.argmax(1, keepdim=True).float()
-        parts = [cls, logits.softmax(1)] if probabilities else [cls]
-        if flip:  # one more pass: the consistency signal of bench.run.label_free
-            parts.append((fast.logits(fn, x.flip(-1), device).flip(-1).argmax(1, keepdim=True) == cls).float())
-        out = torch.cat(parts, 1) if len(parts) > 1 else cls.to(torch.uint8)
-        return out.cpu().numpy()
+@dataclass
+class ClassBatches:
+    """A ``run_batch`` of :func:`predict_strips`: the class index of each pixel, then with ``probabilities``
+    the softmax of each class, then with ``flip`` 1 where the prediction of the input flipped left to right,
+    flipped back, agrees (the consistency signal of :mod:`bench.run.label_free`). Ramp blending averages
+    :meth:`logits` first and takes :meth:`outputs` of the mean."""
 
-    return run
+    fast: FastPaths
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    device: str
+    probabilities: bool = False
+    flip: bool = False
+
+    @property
+    def channels(self) -> int:
+        """How many logit channels :meth:`logits` gives."""
+        return N_CLASSES * (2 if self.flip else 1)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, K, H, W) float32 logits, then with ``flip`` those of the flipped input, flipped back."""
+        out = self.fast.logits(self.fn, x, self.device)
+        if self.flip:
+            out = torch.cat([out, self.fast.logits(self.fn, x.flip(-1), self.device).flip(-1)], 1)
+        return out
+
+    def outputs(self, t: torch.Tensor) -> np.ndarray:
+        """(N, outputs, H, W) of (N, K, H, W) logits: uint8 classes alone, else float32."""
+        cls = t[:, :N_CLASSES].argmax(1, keepdim=True)
+        if not (self.probabilities or self.flip):
+            return cls.to(torch.uint8).cpu().numpy()
+        parts = [cls.float(), t[:, :N_CLASSES].softmax(1)] if self.probabilities else [cls.float()]
+        if self.flip:
+            parts.append((t[:, N_CLASSES:].argmax(1, keepdim=True) == cls).float())
+        return torch.cat(parts, 1).cpu().numpy()
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        return self.outputs(self.logits(x))
+
+
+def class_batches(fast: FastPaths, fn: Callable[[torch.Tensor], torch.Tensor], device: str,
+                  probabilities: bool = False, flip: bool = False) -> ClassBatches:
+    """The :class:`ClassBatches` of a prepared model."""
+    return ClassBatches(fast, fn, device, probabilities, flip)

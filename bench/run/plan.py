@@ -249,7 +249,7 @@ def run_precision(precision: str, cfg: RunConfig, contract: Contract) -> str:
 
     if not contract.framework.startswith("pytorch"):
         return "fp32"
-    return resolve_precision(precision, run_device(cfg), zero_shot=cfg.mode(contract) == "zero-shot")
+    return resolve_precision(precision, run_device(cfg), cfg.mode(contract) == "zero-shot", contract.upstream_precision)
 
 
 def run_device(cfg: RunConfig) -> str:

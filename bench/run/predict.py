@@ -34,13 +34,14 @@ from bench.data.rasters import Raster, check_scene, open_scene
 from bench.models.base import MASKS, TRAINED, Contract, SceneModel, contract_of
 from bench.run.checkpoints import load_torch
 from bench.run.inference import whole_pixels as whole_pixels_of
-from bench.run.inference import (FastPaths, HeldRows, Tiling, class_batches, predict_strips,
+from bench.run.inference import (FastPaths, HeldRows, Tiling, class_batches, model_tiling, predict_strips,
                                  scene_model_strips)
 from bench.run.plan import MODEL_FILE, RunConfig, find_weights
 
 NODATA = IGNORE  # 255 in the class mask and in uint8 probabilities
 PROBABILITY_TYPES = ("uint8", "float32")  # uint8: percent 0-100
 GDAL_CACHE_MB = 128
+DEFAULT_TILE, DEFAULT_OVERLAP = 512, 32  # a model without an inference policy: measured (benchmarks/tile_size.py)
 
 
 @dataclass
@@ -155,8 +156,8 @@ class Written:
 
 
 def predict(predictor: Predictor, source: str | Path, out: str | Path, probabilities: str | Path | None = None,
-            bands: list[str] | None = None, scale: float | None = None, offset: float = 0.0, tile: int = 512,
-            overlap: int = 32, batch_size: int = 2, device: str = "cpu", fast: FastPaths | None = None,
+            bands: list[str] | None = None, scale: float | None = None, offset: float = 0.0,
+            tile: int | None = None, overlap: int | None = None, blend: str | None = None, batch_size: int = 2, device: str = "cpu", fast: FastPaths | None = None,
             probability_type: str = "uint8", overwrite: bool = False, progress: bool = True,
             whole_pixels: int | None = None, bar: Progress | None = None) -> Written:
     """Predict the scene at ``source`` and write its class mask to ``out`` (see the module docstring);
@@ -164,9 +165,7 @@ def predict(predictor: Predictor, source: str | Path, out: str | Path, probabili
     t0 = time.perf_counter()
     outputs = [Path(p) for p in (out, probabilities) if p is not None]
     check_outputs(outputs, overwrite, probability_type, predictor, probabilities, source)
-    if predictor.normalizer.level == "patch" and predictor.patch and tile != predictor.patch:
-        tile = predictor.patch  # statistics of each tile: the tile it was trained with
-    tiling, fast = Tiling(tile, overlap), fast or FastPaths()
+    tiling, fast = predict_tiling(predictor, tile, overlap, blend), fast or FastPaths()
     with gdal_cache(), open_scene(source, bands, scale, offset).select(predictor.bands) as raster:
         check_scene(raster)
         whole = whole_pixels if whole_pixels is not None else whole_pixels_of(len(predictor.bands))
@@ -187,6 +186,18 @@ def predict(predictor: Predictor, source: str | Path, out: str | Path, probabili
     return Written(Path(out), Path(probabilities) if probabilities else None, raster.height, raster.width,
                    n_tiles, time.perf_counter() - t0,
                    fast.describe() if isinstance(predictor.module, nn.Module) else None, writer.nodata)
+
+
+def predict_tiling(predictor: Predictor, tile: int | None = None, overlap: int | None = None,
+                   blend: str | None = None) -> Tiling:
+    """The tiling of ``bench predict``: the model's inference policy (:func:`bench.run.inference.model_tiling`)
+    unless ``tile``, ``overlap`` or ``blend`` is given, 512 px tiles with 32 px overlap where neither says; a
+    patch-level normalizer keeps the tile the model was trained with (its statistics are each tile's)."""
+    if predictor.normalizer.level == "patch" and predictor.patch:
+        tile = predictor.patch
+    explicit = (tile, overlap, blend) != (None, None, None)
+    tile, overlap, blend = tile or DEFAULT_TILE, DEFAULT_OVERLAP if overlap is None else overlap, blend or "crop"
+    return Tiling(tile, overlap, blend) if explicit else model_tiling(predictor.contract, tile, overlap, blend)
 
 
 def is_same_path(out: Path, source: Path) -> bool:
@@ -280,7 +291,7 @@ class MaskWriter:
         self.fast = fast
         self.tags = {"model": predictor.name, **{k: str(v) for k, v in predictor.source.items()},
                      "bands": ",".join(predictor.bands), "source": str(raster.path),
-                     "tile": str(tiling.tile), "overlap": str(tiling.overlap),
+                     "tile": str(tiling.tile), "overlap": str(tiling.overlap), "blend": tiling.blend,
                      "classes": json.dumps(dict(enumerate(CLASSES))), "nodata": str(NODATA),
                      "fast_paths": json.dumps(fast.describe()), "software": "cloudbench"}
 

@@ -22,7 +22,7 @@ from bench.core.errors import BenchError, ConfigError, DataError
 from bench.core.progress import Progress
 from bench.data.rasters import open_scene, scene_stem
 from bench.run.inference import Tiling
-from bench.run.predict import Predictor, predict
+from bench.run.predict import Predictor, predict, predict_tiling
 
 SCENE_SUFFIXES = (".tif", ".tiff", ".zip")  # and .SAFE folders
 
@@ -108,7 +108,7 @@ def predict_many(predictor: Predictor, scenes: list[Path], out_dir: str | Path, 
         raise ConfigError(f"--out-dir {out_dir} is one of the inputs")
     outcomes = skipped(scenes, out_dir, overwrite)
     todo = [s for s in scenes if s not in outcomes]
-    tiling = Tiling(options.get("tile", 512), options.get("overlap", 32))
+    tiling = predict_tiling(predictor, options.get("tile"), options.get("overlap"), options.get("blend"))
     total = sum(tile_count(s, tiling, options.get("bands"), predictor) for s in todo)
     bar = Progress(total, "tiles", f"{len(todo)} scenes", enabled=progress)
     for scene in todo:
