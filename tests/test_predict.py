@@ -542,3 +542,17 @@ def test_the_input_check_samples_every_16th_row_and_column_of_a_pixel_interleave
     with open_scene(src, S2, None, 0.0).select(S2) as raster:
         assert raster.src.interleaving.value == "PIXEL"
         np.testing.assert_array_equal(raster.sample(), data[:, ::16, ::16].astype(np.float32) * np.float32(1e-4))
+
+
+def test_ramp_blending_masks_a_trained_model_as_cropping_does_but_for_seams(trained_run, tmp_path):
+    import rasterio
+
+    masks = {}
+    for blend in ("crop", "ramp"):
+        out = tmp_path / f"{blend}.tif"
+        main(["predict", "--run", str(trained_run), str(EOLEARN), "--bands", ",".join(S2), "--out", str(out),
+              "--tile", "64", "--overlap", "16", "--blend", blend, "--precision", "fp32", "--quiet"])
+        with rasterio.open(out) as f:
+            masks[blend], tags = f.read(1), f.tags()
+        assert tags["blend"] == blend
+    assert 0.8 <= (masks["crop"] == masks["ramp"]).mean() < 1  # the same model (trained 2 steps: noisy at tile edges)
