@@ -169,3 +169,34 @@ def test_a_split_found_good_is_not_read_again(tmp_path, monkeypatch):
     splits.validate_split(load_split(scenario, "test"), "samples_intra [test]")
     with pytest.raises(AssertionError, match="read again"):
         splits.validate_split(load_split(scenario, "val"), "samples_intra [val]")
+
+
+def test_a_large_scene_is_checked_window_by_window_never_whole(tmp_path, monkeypatch):
+    """Memory bounded at every size: above the budget, the data check before training and the sanity gate
+    read a scene in row windows, and give what reading it whole gives."""
+    import bench.data.splits as splits
+    from bench.core.registry import get_registry
+    from bench.data.sanity import check
+
+    scenario = load_scenario("samples_intra")
+    train, test = load_split(scenario, "train"), load_split(scenario, "test")
+    whole = {}
+    for name in ("percentile", "percentile_scene"):
+        norm = get_registry().get("norm", name).build().fit(train.samples())
+        whole[name] = check(train, test, norm, UKIS_BANDS)
+    monkeypatch.setattr(splits, "VALIDATED", tmp_path / "validated.json")
+    monkeypatch.setattr(splits, "_validated", set())
+    monkeypatch.setattr(splits, "WHOLE_BYTES", 4 * len(UKIS_BANDS) * 5000)  # 5000 px at once
+    big = load_split(scenario, "test")
+    assert all(big.is_large(i) for i in range(len(big.scenes)))
+
+    def whole_read(self):
+        raise AssertionError("read whole")
+
+    monkeypatch.setattr(splits.SceneRef, "load", whole_read)
+    splits.validate_split(big, "samples_intra [test]")
+    for name in ("percentile", "percentile_scene"):
+        norm = get_registry().get("norm", name).build().fit(train.samples())
+        windowed = check(train, big, norm, UKIS_BANDS)
+        np.testing.assert_allclose(windowed["test"]["quantiles"], whole[name]["test"]["quantiles"], atol=1e-3)
+        assert windowed["warnings"] == whole[name]["warnings"]

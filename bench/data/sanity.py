@@ -52,9 +52,21 @@ def band_stats(images: Iterable[np.ndarray], seed: int = 0) -> dict[str, list]:
 
 
 def normalized(split: Split, normalizer: Normalizer) -> Iterable[np.ndarray]:
-    """The split's scenes as the model sees them (scene- and tile-level normalization applied)."""
-    for scene in split.scenes:
-        yield tile_input(normalizer, scene_input(normalizer, scene.image))
+    """The split's scenes as the model sees them (scene- and tile-level normalization applied); a large
+    scene window by window (:meth:`bench.data.splits.Split.pieces`), a scene-level normalizer then
+    taking its statistics from a first streamed pass, as evaluation does."""
+    for i in range(len(split.scenes)):
+        if not split.is_large(i):
+            yield tile_input(normalizer, scene_input(normalizer, split.scenes[i].image))
+            continue
+        fn = normalizer.scene_function(p.image for p in split.pieces(i)) if normalizer.level == "scene" else None
+        for piece in split.pieces(i):
+            yield fn(piece.image) if fn else tile_input(normalizer, piece.image)
+
+
+def raw(split: Split) -> Iterable[np.ndarray]:
+    """The split's scenes as read (reflectance), a large one window by window."""
+    return (p.image for i in range(len(split.scenes)) for p in split.pieces(i))
 
 
 def apart(value: float, lo: float, hi: float) -> tuple[str, str, str]:
@@ -83,14 +95,14 @@ def check(train: Split, test: Split, normalizer: Normalizer, bands: list[str]) -
     test_values = band_samples(normalized(test, normalizer))
     stats = {"train": band_stats(normalized(train, normalizer)), "test": stats_of(test_values)}
     shift = input_shift(np.array(stats["train"]["quantiles"]), test_values)
-    raw = band_stats(s.image for s in test.scenes)
+    raw_ = band_stats(raw(test))
     found = []
     for b, band in enumerate(bands):
         lo, hi, med = stats["train"]["p1"][b], stats["train"]["p99"][b], stats["test"]["median"][b]
         if np.isfinite(med) and not lo <= med <= hi:
             found.append(outside_message(band, med, lo, hi))
-        if raw["median"][b] > 2 or raw["median"][b] < -0.5:
-            found.append(f"band {band}: test reflectance median {raw['median'][b]:.3g} looks like the wrong units")
+        if raw_["median"][b] > 2 or raw_["median"][b] < -0.5:
+            found.append(f"band {band}: test reflectance median {raw_['median'][b]:.3g} looks like the wrong units")
     for message in found:
         warnings.warn(f"normalization sanity: {message}", stacklevel=2)
     return {**stats, "bands": bands, "warnings": found,

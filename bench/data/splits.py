@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +26,25 @@ from bench.core.results import CACHE, sha256
 from bench.data.datasets import Dataset, SceneData
 from bench.data.normalizers import Normalizer
 from bench.data.scenarios import Scenario
+
+
+#: what a scene read whole may take as float32 values, a share of the 1.5 GB that a prediction of a 13-band
+#: scene is held to (peak RSS, with torch and the model): a scene up to that size is read whole (its
+#: scene-level statistics are exact), a larger one in strips (statistics streamed, error below 4 x range /
+#: 65,536 per band), so that memory is bounded at every scene size: in evaluation, prediction, the data
+#: check before training (:func:`validate_split`) and the normalization sanity gate
+WHOLE_BYTES = 128 << 20
+
+
+def whole_pixels(channels: int) -> int:
+    """The most pixels of a ``channels``-band scene that is read whole (2.58 Mpx, 1606 px square, at 13 bands)."""
+    return WHOLE_BYTES // (4 * max(channels, 1))
+
+
+def row_windows(height: int, width: int, channels: int) -> list[tuple[int, int]]:
+    """Row ranges of a scene read in pieces of at most :data:`WHOLE_BYTES` (one range where it fits)."""
+    rows = max(1, whole_pixels(channels) // max(width, 1))
+    return [(r, min(r + rows, height)) for r in range(0, height, rows)]
 
 
 @dataclass
@@ -111,6 +130,22 @@ class Split:
             return len(self.refs[0].bands)
         return self.scenes[0].image.shape[0] if len(self.scenes) else 1
 
+    def is_large(self, i: int) -> bool:
+        """Scene ``i`` is above :func:`whole_pixels`: it is read in row windows, never whole."""
+        if not self.refs:
+            return False
+        h, w = self.refs[i].shape()
+        return h * w > whole_pixels(self.band_count())
+
+    def pieces(self, i: int) -> "Iterator[SceneData]":
+        """Scene ``i`` whole (through the cache), or, if it :meth:`is_large`, window after window of rows."""
+        if not self.is_large(i):
+            yield self.scenes[i]
+            return
+        ref = self.refs[i]
+        for r0, r1 in row_windows(*ref.shape(), self.band_count()):
+            yield ref.load_window(r0, r1)
+
     def shapes(self) -> list[tuple[int, int]]:
         """(height, width) of every scene, from metadata where the scenes are not read yet."""
         return [r.shape() for r in self.refs] if self.refs else [s.image.shape[1:] for s in self.scenes]
@@ -151,7 +186,8 @@ def validate_split(split: Split, where: str) -> None:
         return
     for i in range(len(split.scenes)):
         try:
-            split.scenes[i]
+            for _ in split.pieces(i):  # a large scene window by window: memory bounded at every size
+                pass
         except DataError as err:
             raise DataError(f"{where}: {err}") from None
     _validated.add(key)

@@ -29,20 +29,9 @@ from torch import nn
 
 from bench.core.errors import ConfigError
 from bench.core.labels import N_CLASSES
+from bench.data.splits import WHOLE_BYTES, whole_pixels  # noqa: F401 - the memory budget, used here and re-exported
 from bench.core.recipe import BLENDS, PRECISIONS
 from bench.models.base import Contract, InferencePolicy, SceneModel
-
-#: what a scene read whole may take as float32 values, a share of the 1.5 GB that a prediction of a 13-band
-#: scene is held to (peak RSS, with torch and the model): a scene up to that size is read whole (its
-#: scene-level statistics are exact), a larger one in strips (statistics streamed, error below 4 x range /
-#: 65,536 per band), so that memory is bounded at every scene size
-WHOLE_BYTES = 128 << 20
-
-
-def whole_pixels(channels: int) -> int:
-    """The most pixels of a ``channels``-band scene that is read whole (2.58 Mpx, 1606 px square, at 13 bands)."""
-    return WHOLE_BYTES // (4 * max(channels, 1))
-
 
 WHOLE_PIXELS = whole_pixels(13)
 _compiled: "weakref.WeakKeyDictionary[nn.Module, Callable]" = weakref.WeakKeyDictionary()
