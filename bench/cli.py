@@ -195,7 +195,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--batch-size", type=_positive_int, default=2, help="tiles per forward pass (default 2: "
                     "peak memory within 1.5 GB for 13 bands at 512 px)")
     pr.add_argument("--device", help="cpu or cuda (default: cuda if there is one)")
-    pr.add_argument("--precision", default="auto", help="auto (bf16 where the hardware runs it fast), fp32 or bf16")
+    pr.add_argument("--precision", default="auto", help="auto (bf16 where the hardware runs it fast), fp32, bf16, "
+                    "or int8 with --runtime openvino (a trained run's int8 model, made by `bench run --precision int8`)")
     pr.add_argument("--no-channels-last", action="store_true", help="keep the contiguous memory format")
     _runtime_option(pr)
     pr.add_argument("--compile", action="store_true", help="torch.compile the model first")
@@ -396,8 +397,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = load_predictor(args.model, args.run, args.weights)
     zero_shot = predictor.source.get("mode") == "zero-shot"  # auto: fp32 for a zoo model, as upstream runs it
     fast = FastPaths(resolve_precision(args.precision, device, zero_shot, predictor.contract.upstream_precision),
-                     not args.no_channels_last, args.compile,
-                     args.runtime, predictor.exports())
+                     not args.no_channels_last, args.compile, args.runtime, predictor.exports(),
+                     tag="train" if predictor.exports() else "")
     options = dict(bands=bands, scale=args.scale, offset=args.offset, tile=args.tile, overlap=args.overlap,
                    blend=args.blend,
                    batch_size=args.batch_size, device=device, fast=fast, probability_type=args.probability_type)

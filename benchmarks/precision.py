@@ -1,5 +1,6 @@
 """The fast paths side by side in one run: fp32, channels_last, and channels_last + bf16 autocast, and the
-exported runtimes (ONNX Runtime fp32, OpenVINO fp32, and OpenVINO bf16 where the CPU has it), for unet_mnv2
+exported runtimes (ONNX Runtime fp32, OpenVINO fp32, OpenVINO bf16 where the CPU has it, and OpenVINO int8
+quantized by NNCF: on random tiles for the speed, on the training split for the mIoU), for unet_mnv2
 inference (256 px, batch 8), and training steps (128 px, batch 16) for the torch paths; images/s and the
 ratio to fp32, argmax agreement with fp32, and the mIoU of a trained model on samples_intra evaluated each way.
 
@@ -38,6 +39,10 @@ def add_runtimes(exports: str) -> None:
             PATHS[f"{name} fp32"] = FastPaths("fp32", runtime=name, exports=exports)
     if "openvino fp32" in PATHS and runtimes.openvino_has_bf16():
         PATHS["openvino bf16"] = FastPaths("bf16", runtime="openvino", exports=exports)
+    if "openvino fp32" in PATHS:
+        tiles = [torch.rand(1, 13, 256, 256, generator=torch.Generator().manual_seed(i)).numpy() for i in range(16)]
+        PATHS["openvino int8"] = FastPaths("int8", runtime="openvino", exports=exports, calibration=lambda: tiles,
+                                           tag="random")
 
 
 def network() -> torch.nn.Module:
@@ -57,6 +62,12 @@ def inference(device: str, rounds: int) -> None:
         net.eval()
     x = torch.rand(8, 13, 256, 256)
     fns = {name: PATHS[name].prepare(nets[name], device) for name in PATHS}
+    from bench.run import runtimes
+
+    required, runtimes.AGREEMENT["int8"] = runtimes.AGREEMENT["int8"], 0.0  # random weights: timed, not gated
+    for name in PATHS:
+        PATHS[name].logits(fns[name], x[:1], device)  # exported, checked (and quantized) before the clock starts
+    runtimes.AGREEMENT["int8"] = required
 
     def timed(name: str):  # noqa: ANN202
         def run() -> float:
@@ -65,12 +76,13 @@ def inference(device: str, rounds: int) -> None:
             return len(x) / (time.perf_counter() - t)
         return run
 
-    rates = alternate({name: timed(name) for name in PATHS}, rounds)
+    rates = alternate({name: timed(name) for name in PATHS}, rounds)  # int8: speed only (random weights and tiles)
     ref = PATHS["fp32"].logits(fns["fp32"], x, device).argmax(1)
     print("inference, unet_mnv2, 256 px, batch 8")
     for name, rate in rates.items():
         agree = (PATHS[name].logits(fns[name], x, device).argmax(1) == ref).float().mean().item()
-        print(f"  {name:<20} {rate:7.2f} images/s  x{rate / rates['fp32']:.2f}  argmax agreement {agree:.4f}")
+        print(f"  {name:<20} {rate:7.2f} images/s  x{rate / rates['fp32']:.2f}  argmax agreement {agree:.4f}  "
+              f"(ran {PATHS[name].describe()['runtime']})")
 
 
 def training(device: str, rounds: int) -> None:
@@ -115,6 +127,7 @@ def miou(result: Path | None, device: str) -> None:
 
     from bench.run.evaluate import evaluate
     from bench.run.plan import RunConfig, plan
+    from bench.run.runner import int8_calibration
     from bench.run.training import train_or_load
 
     cfg = json.loads(result.read_text())["config"]
@@ -123,10 +136,15 @@ def miou(result: Path | None, device: str) -> None:
     print(f"mIoU of {result.name} on {p.scenario.name}")
     base = None
     for name, fast in PATHS.items():
+        if fast.precision == "int8":  # calibrated on the model's own training split, exported apart
+            fast = replace(fast, **{**int8_calibration(replace(p, recipe=replace(p.recipe, precision="int8")), trained),
+                                    "tag": "train-benchmark"})
         ev = evaluate(trained.module, trained.normalizer, p.splits["test"], p.space, p.recipe.patch_size,
                       p.recipe.batch_size, device, fast=fast)
         base = ev.metrics["miou"] if base is None else base
-        print(f"  {name:<20} mIoU {ev.metrics['miou']:.4f}  difference {ev.metrics['miou'] - base:+.4f} (target within 0.01)")
+        ran = ev.metrics["fast_paths"]
+        print(f"  {name:<20} mIoU {ev.metrics['miou']:.4f}  difference {ev.metrics['miou'] - base:+.4f} (target within "
+              f"0.01); ran {ran['runtime']}{', agreement ' + str(ran['agreement']) if 'agreement' in ran else ''}")
 
 
 def main() -> None:

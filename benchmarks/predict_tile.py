@@ -4,6 +4,7 @@ memory, and the ratio of its throughput to bare model inference over the same nu
     python benchmarks/predict_tile.py [--size 10980] [--tile 512] [--overlap 32] [--batch-size 2]
                                       [--threads 2] [--device cpu] [--precision auto]
                                       [--runtime torch|onnxruntime|openvino|auto]
+                                      (--precision int8 with --runtime openvino: NNCF int8, timed only)
 
 The scene is written first to a temporary tiled GeoTIFF (uint16 digital numbers, smooth fields plus noise),
 then predicted in a child process (so its peak RSS is the prediction's alone) by unet_mnv2 with random
@@ -68,8 +69,16 @@ def child(args: argparse.Namespace) -> dict:
     model = replace(model, settings={**model.settings, "encoder_weights": None})
     net = model.build(in_channels=len(BANDS)).module.eval()
     norm = Percentile().fit([(np.random.default_rng(0).uniform(0, 0.5, (len(BANDS), 64, 64)), None)])
+    calibration = {}
+    if args.precision == "int8":  # random weights: calibrated on random tiles and not gated, timed only
+        from bench.run import runtimes
+
+        runtimes.AGREEMENT["int8"] = 0.0
+        tiles = [np.random.default_rng(i).uniform(0, 1, (1, len(BANDS), args.tile, args.tile)).astype(np.float32)
+                 for i in range(16)]
+        calibration = {"calibration": lambda: tiles, "tag": "random"}
     fast = FastPaths(resolve_precision(args.precision, args.device), True, False, args.runtime,
-                     str(Path(args.scene).parent))
+                     str(Path(args.scene).parent), **calibration)
     predictor = Predictor("unet_mnv2", net, norm, BANDS, Contract())
     if args.runtime != "torch":  # export, check (and for auto measure) once, as a second use would find it
         warm = fast.prepare(net, args.device)

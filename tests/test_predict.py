@@ -556,3 +556,24 @@ def test_ramp_blending_masks_a_trained_model_as_cropping_does_but_for_seams(trai
             masks[blend], tags = f.read(1), f.tags()
         assert tags["blend"] == blend
     assert 0.8 <= (masks["crop"] == masks["ramp"]).mean() < 1  # the same model (trained 2 steps: noisy at tile edges)
+
+
+@pytest.mark.parametrize("kind", ["nodata value", "mask band", "all valid"])
+def test_a_strip_is_read_with_the_files_nodata_as_rasterio_masks_it(tmp_path, kind):
+    rng = np.random.default_rng(0)
+    data = rng.integers(1, 5000, (3, 40, 30)).astype(np.uint16)
+    data[:, :5] = 0
+    data[1, 10:12, 3:9] = 0
+    path = tmp_path / "scene.tif"
+    with rasterio.open(path, "w", driver="GTiff", height=40, width=30, count=3, dtype="uint16", crs="EPSG:32633",
+                       transform=from_origin(0, 0, 10, 10), nodata=0 if kind == "nodata value" else None) as dst:
+        dst.write(data)
+        if kind == "mask band":
+            dst.write_mask(np.where(np.arange(40)[:, None] < 5, 0, 255).astype(np.uint8).repeat(30, 1))
+    with rasterio.open(path) as f:
+        masked = f.read(window=rasterio.windows.Window(0, 3, 30, 20), masked=True)
+    expected = np.where(np.ma.getmaskarray(masked), np.nan, masked.data.astype(np.float32) * np.float32(1e-4))
+    with open_scene(path, ["B02", "B03", "B04"]).select(["B02", "B03", "B04"]) as raster:
+        got = raster.read(3, 23)
+    np.testing.assert_array_equal(got, expected.astype(np.float32))
+    assert np.isnan(got).any() == (kind != "all valid")

@@ -130,3 +130,35 @@ def test_a_sweep_cell_keeps_its_runtime_and_its_identity():
     (onnx_cell,) = plans(Grid(models="s2cloudless", scenarios="samples_temporal", base=replace(base, runtime="auto")))
     assert "--runtime auto" in cell_command(onnx_cell.cfg) and "--runtime" not in cell_command(torch_cell.cfg)
     assert (onnx_cell.train_key, onnx_cell.eval_key) == (torch_cell.train_key, torch_cell.eval_key)
+
+
+def test_int8_is_quantized_once_on_its_calibration_tiles_and_checked_against_fp32(tmp_path, monkeypatch):
+    pytest.importorskip("nncf")
+    net, x = small_net(), batch()
+    calls = []
+
+    def calibration():
+        calls.append(1)
+        return [batch(1, (64, 64))[i:i + 1].numpy() for i in range(1)] * 8
+
+    fast = FastPaths("int8", runtime="openvino", exports=str(tmp_path), calibration=calibration, tag="train")
+    out = logits(fast, net, x)
+    fp32 = FastPaths("fp32").logits(net, x, "cpu")
+    agreed = runtimes.agreement(out, fp32)
+    assert fast.describe()["agreement"] == {"openvino": pytest.approx(agreed, abs=1e-6)}
+    assert len(list(tmp_path.glob("exports/*-int8-train.xml"))) == 1
+    assert fast.describe()["runtime"] == ("openvino" if agreed >= runtimes.AGREEMENT["int8"] else "torch")
+    if fast.describe()["runtime"] == "openvino":
+        assert not torch.equal(out, fp32)  # quantized: close to fp32, not the same
+    again = FastPaths("int8", runtime="openvino", exports=str(tmp_path), tag="train")  # no calibration needed now
+    logits(again, small_net(), x)
+    assert calls == [1]
+
+
+def test_int8_needs_openvino_and_a_training_split(tmp_path):
+    with pytest.raises(ConfigError, match="int8 runs through OpenVINO"):
+        logits(FastPaths("int8", runtime="torch"), small_net(), batch())
+    with pytest.raises(ConfigError, match="int8 calibrates on a training split"):
+        logits(FastPaths("int8", runtime="openvino", exports=str(tmp_path)), small_net(seed=3), batch())
+    with pytest.raises(ConfigError, match="int8 runs through OpenVINO"):
+        RunConfig(model="unet_mnv2", recipe={"precision": "int8"}).validate()

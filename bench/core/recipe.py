@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from bench.core.config import check_arguments
 from bench.core.errors import ConfigError
 
 COMMAND_LINE = "command line"
-PRECISIONS = ("auto", "fp32", "bf16")
+#: int8: inference only (OpenVINO, NNCF post-training quantization on the training split); training runs fp32
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 #: inference runtimes (bench.run.runtimes): torch, or the network exported to ONNX and run by one of two
 RUNTIMES = ("torch", "onnxruntime", "openvino", "auto")
 #: how overlapping tiles make one prediction (bench.run.inference.Tiling): crop each to its core, or ramp-weighted mean
@@ -43,7 +44,8 @@ class Recipe:
     samples_per_epoch: int | None = _setting(None, "random crops per epoch (default: one per patch-sized area of "
                                              "valid training pixels)", minimum=1)
     precision: str = _setting("auto", "fp32, bf16 (autocast) or auto: bf16 where the hardware runs it fast (a CPU "
-                              "with AMX or AVX512-BF16, a CUDA GPU), else fp32")
+                              "with AMX or AVX512-BF16, a CUDA GPU), else fp32; int8: trained in fp32, evaluated "
+                              "int8 through OpenVINO (NNCF, calibrated on the training split; --runtime openvino)")
 
     def check(self, where: str) -> None:
         """Refuse values no training can use; ``where`` names the preset's file, or ``command line``."""
@@ -81,6 +83,11 @@ class Recipe:
         """The study's recipe, updated by a scenario's ``preset``, updated by ``overrides`` (None = not given)."""
         values = {**preset, **{k: v for k, v in overrides.items() if v is not None}}
         return cls(**cls.check_values(values, "recipe"))
+
+    def for_training(self) -> "Recipe":
+        """The recipe a model is trained with: int8 is an inference precision, so its model trains in fp32
+        (and is the fp32 run's model)."""
+        return replace(self, precision="fp32") if self.precision == "int8" else self
 
     def to_dict(self) -> dict[str, Any]:
         """Every setting: what results record and what a trained model's identity hashes. fp32 precision is

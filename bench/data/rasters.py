@@ -132,15 +132,29 @@ class GeoTiff(Raster):
         from rasterio.windows import Window
 
         idx = [self.bands.index(b) + 1 for b in self.wanted]
-        try:
-            raw = self.src.read(idx, window=Window(0, row0, self.width, row1 - row0), masked=True)
+        window = Window(0, row0, self.width, row1 - row0)
+        try:  # GDAL converts block by block: one strip-sized float array, no integer copy or mask beside it
+            x = self.src.read(idx, window=window, out_dtype="float32")
+            self.mark_nodata(x, idx, window)
         except Exception as err:
             raise DataError(f"{self.path}: cannot read rows {row0}-{row1} ({err})") from None
-        x = raw.data.astype(np.float32)  # in place from here: one strip-sized float array, not three
         x += np.float32(self.offset)
         x *= np.float32(self.scale)
-        x[np.ma.getmaskarray(raw)] = np.nan
         return x
+
+    def mark_nodata(self, x: np.ndarray, idx: list[int], window: Any) -> None:
+        """NaN where the file says a value is not valid (rasterio's masks): its nodata value, band by band,
+        or a mask band read for the window."""
+        from rasterio.enums import MaskFlags
+
+        flags = [self.src.mask_flag_enums[i - 1] for i in idx]
+        if all(MaskFlags.all_valid in f for f in flags):
+            return
+        if all(f == [MaskFlags.nodata] for f in flags):
+            for band, i in zip(x, idx):
+                band[band == np.float32(self.src.nodatavals[i - 1])] = np.nan
+            return
+        x[self.src.read_masks(idx, window=window) == 0] = np.nan
 
     def sample(self, step: int = SAMPLE_STEP) -> np.ndarray:
         """Every ``step``-th row and column. A pixel-interleaved file with several bands is read in strips of

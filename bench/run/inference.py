@@ -58,7 +58,7 @@ def bf16_is_fast(device: str) -> bool:
 
 
 def resolve_precision(precision: str, device: str, zero_shot: bool = False, upstream: str = "fp32") -> str:
-    """``fp32`` or ``bf16``: ``auto`` picks bf16 where :func:`bf16_is_fast`, except for a pretrained model
+    """``fp32`` or ``bf16`` (or ``int8``, only where asked for): ``auto`` picks bf16 where :func:`bf16_is_fast`, except for a pretrained model
     run as it comes (``zero_shot``), which runs in the precision its upstream runs in (``upstream``, its
     contract's inference policy; fp32 unless declared; ask for bf16 to change that)."""
     if precision not in PRECISIONS:
@@ -80,12 +80,18 @@ class FastPaths:
     compile: bool = False
     runtime: str = "torch"  # torch | onnxruntime | openvino | auto
     exports: str | None = None  # folder for a model's exports (None: the user cache)
-    ran: dict[str, str] = field(default_factory=dict, compare=False, repr=False)  # the runtime that ran
+    ran: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the runtime that ran
+    #: int8: ``calibration()`` gives training-split model inputs (bench.run.runtimes.int8_model), ``tag`` names them
+    calibration: Callable[[], list[np.ndarray]] | None = field(default=None, compare=False, repr=False)
+    tag: str = field(default="", compare=False)
 
     def prepare(self, module: nn.Module, device: str, adapting: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
         """The model on ``device`` in this memory format, as a function of a batch (its train / eval mode
         is left as it is: an adapter may keep BatchNorm on batch statistics, and then, ``adapting``, an
         exported runtime cannot stand in for it)."""
+        if self.precision == "int8" and self.runtime not in ("openvino", "auto"):
+            raise ConfigError(f"--precision int8 runs through OpenVINO (an NNCF int8 model), not {self.runtime}: "
+                              "add --runtime openvino")
         module = module.to(device)
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
@@ -118,7 +124,7 @@ class FastPaths:
             torch_fn = lambda x: self.torch_logits(fn, x, device, self.precision)  # noqa: E731
             torch_fp32 = lambda x: self.torch_logits(fn, x, device, "fp32")  # noqa: E731
             chooser = runtimes.Chooser(module, torch_fn, torch_fp32, self.runtime, names, self.precision,
-                                       Path(self.exports) if self.exports else None)
+                                       Path(self.exports) if self.exports else None, self.calibration, self.tag)
             _choosers[module][key] = chooser
         self.ran["runtime"] = chooser.ran or self.runtime
         return chooser
@@ -141,6 +147,8 @@ class FastPaths:
             with torch.no_grad():
                 out = fn(x.cpu())
             self.ran["runtime"] = fn.ran
+            if fn.checks:
+                self.ran["checks"] = {k: round(v, 6) for k, v in fn.checks.items()}
             return out
         return self.torch_logits(fn, x, device, self.precision)
 
@@ -154,7 +162,8 @@ class FastPaths:
 
     def describe(self) -> dict[str, Any]:
         """What results record (``runtime``: the one that ran, once a batch has run)."""
-        return {**self.identity(), "runtime": self.ran.get("runtime", self.runtime)}
+        return {**self.identity(), "runtime": self.ran.get("runtime", self.runtime),
+                **({"agreement": self.ran["checks"]} if "checks" in self.ran else {})}
 
 
 @dataclass(frozen=True)

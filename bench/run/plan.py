@@ -92,6 +92,8 @@ class RunConfig:
         Recipe.check_values(self.recipe, "command line")
         if self.runtime not in RUNTIMES:
             raise unknown("--runtime", self.runtime, list(RUNTIMES))
+        if self.recipe.get("precision") == "int8" and self.runtime not in ("openvino", "auto"):
+            raise ConfigError("--precision int8 runs through OpenVINO (an NNCF int8 model): add --runtime openvino")
         if self.runtime in ("onnxruntime", "openvino") and self.adapt != "none":
             raise ConfigError(f"--runtime {self.runtime} runs a fixed network, and the adapter {self.adapt!r} changes "
                               "it while it predicts: use --runtime torch or auto (auto runs torch there)")
@@ -272,7 +274,7 @@ def training_identity(cfg: RunConfig, scenario: Scenario, splits: dict[str, Spli
         return {"model": identity(model), **weights, **files, "mode": mode, "bands": list(bands)}
     train_id = {"model": identity(model), "norm": identity(norm), "bands": list(bands),
                 "train": data_identity(scenario, splits, "train"), "val": data_identity(scenario, splits, "val"),
-                "recipe": recipe.to_dict(), "seed": cfg.seed}
+                "recipe": recipe.for_training().to_dict(), "seed": cfg.seed}
     if mode == "fine-tuned":
         train_id.update(weights, mode=mode)
     if mode == "trained" and cfg.weights:  # given explicitly (the default keeps earlier keys)

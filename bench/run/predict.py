@@ -40,7 +40,7 @@ from bench.run.plan import MODEL_FILE, RunConfig, find_weights
 
 NODATA = IGNORE  # 255 in the class mask and in uint8 probabilities
 PROBABILITY_TYPES = ("uint8", "float32")  # uint8: percent 0-100
-GDAL_CACHE_MB = 128
+GDAL_CACHE_MB = 64
 DEFAULT_TILE, DEFAULT_OVERLAP = 512, 32  # a model without an inference policy: measured (benchmarks/tile_size.py)
 
 

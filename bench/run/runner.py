@@ -28,8 +28,9 @@ from bench.core.labels import EvalSpace
 from bench.core.metrics import boundary_summary, cover_summary, pool_probabilities, scores
 from bench.core.recipe import Recipe
 from bench.core.registry import get_registry
-from bench.core.results import RESULT_FORMAT, git_state, read_result, versions, write_json
+from bench.core.results import RESULT_FORMAT, git_state, key, read_result, versions, write_json
 from bench.data.sanity import check as sanity_check
+from bench.data.sanity import normalized
 from bench.data.shifts import shifted
 from bench.data.splits import Split
 from bench.run.evaluate import BLOCK, Evaluation, evaluate
@@ -37,7 +38,7 @@ from bench.run.figures import run_figure
 from bench.run.inference import FastPaths
 from bench.run.label_free import save_predictions
 from bench.run.calibration import FreeOfLabels
-from bench.run.plan import Plan, RunConfig, command_line, plan, run_device
+from bench.run.plan import Plan, RunConfig, command_line, data_identity, plan, run_device
 from bench.run.training import Trained, train_or_load
 
 __all__ = ["RunConfig", "RunResult", "Plan", "Recipe", "plan", "run", "evaluate_run", "record", "publish"]
@@ -96,6 +97,18 @@ def run(cfg: RunConfig | Plan) -> RunResult:
     return RunResult(p.result_path, result["metrics"], figure, board, trained.fresh, False)
 
 
+def int8_calibration(p: Plan, trained: Trained) -> dict[str, Any]:
+    """For ``--precision int8``: the training split's tiles that calibrate the int8 model, and what names
+    them (``train`` for a model trained here, whose exports folder is its own)."""
+    if p.recipe.precision != "int8" or "train" not in p.splits:
+        return {}
+    from bench.run.runtimes import calibration_tiles
+
+    tag = "train" if p.exports else key(data_identity(p.scenario, p.splits, "train"))[:12]
+    return {"calibration": lambda: calibration_tiles(normalized(p.splits["train"], trained.normalizer),
+                                                     p.recipe.patch_size), "tag": tag}
+
+
 def evaluate_run(p: Plan, trained: Trained) -> Evaluated:
     """The sanity check, then the evaluation at every severity of the scenario's shift (or once)."""
     t0 = time.perf_counter()
@@ -107,7 +120,8 @@ def evaluate_run(p: Plan, trained: Trained) -> Evaluated:
               if "train" in p.splits else {"skipped": "zero-shot: the model saw no training split here"})
     device = run_device(p.cfg)
     module = trained.module.to(device) if isinstance(trained.module, torch.nn.Module) else trained.module
-    fast = FastPaths(p.recipe.precision, p.cfg.channels_last, p.cfg.compile, p.cfg.runtime, p.exports)
+    fast = FastPaths(p.recipe.precision, p.cfg.channels_last, p.cfg.compile, p.cfg.runtime, p.exports,
+                     **int8_calibration(p, trained))
     _, _, adapter_entry = p.entries()
     free = FreeOfLabels(p, trained, module, device, fast, sanity) if p.cfg.label_free else None
     per_severity, blocks, budgets = {}, {}, []

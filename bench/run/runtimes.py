@@ -12,7 +12,9 @@
   the same way.
 
 bf16 runs through torch's autocast or OpenVINO's inference-precision hint where the CPU has bf16
-(``OPTIMIZATION_CAPABILITIES``); ONNX Runtime runs fp32 only. A runtime asked for by name that cannot run
+(``OPTIMIZATION_CAPABILITIES``); ONNX Runtime runs fp32 only. int8 (asked for, never a default) is OpenVINO
+running the export quantized by NNCF's post-training quantization on :data:`CALIBRATION_TILES` tiles of the
+training split, made once beside the export; it is checked against torch fp32 as the others are. A runtime asked for by name that cannot run
 here (not installed, a GPU device, bf16 where it has none, an adapter that changes the network while it
 predicts) is refused before any pixel is predicted; ``auto`` leaves it out instead.
 """
@@ -26,7 +28,7 @@ import json
 import statistics
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +38,14 @@ from torch import nn
 
 from bench.core.errors import ConfigError
 from bench.core.results import CACHE, atomic, write_json
+from bench.data.splits import pad_to, tile_grid
 
 EXPORTED = ("onnxruntime", "openvino")
-#: least argmax agreement with torch fp32 on the first batch for an exported runtime to be used
-AGREEMENT = {"fp32": 0.999, "bf16": 0.99}
+#: least argmax agreement with torch fp32 on the first batch for an exported runtime to be used (int8
+#: quantization moves more pixels, and is asked for knowingly: its agreement is recorded in results)
+AGREEMENT = {"fp32": 0.999, "bf16": 0.99, "int8": 0.95}
+#: tiles of the training split that calibrate an int8 model
+CALIBRATION_TILES = 64
 OPSET = 17
 #: alternated timing rounds per candidate when ``auto`` measures
 ROUNDS = 3
@@ -114,13 +120,50 @@ def onnxruntime_logits(path: Path, precision: str, threads: int) -> Logits:
     return lambda x: torch.from_numpy(session.run(None, {"x": np.ascontiguousarray(x.numpy(), np.float32)})[0])
 
 
+def calibration_tiles(images: Iterable[np.ndarray], patch: int, n: int = CALIBRATION_TILES) -> list[np.ndarray]:
+    """Up to ``n`` (1, C, patch, patch) float32 model inputs, spread evenly over the tiles of ``images``
+    (normalized training scenes; edge tiles mirrored to full size, NaN as 0)."""
+    tiles = [pad_to(img[:, r0:r1, c0:c1], patch) for img in images
+             for r0, c0, r1, c1 in tile_grid(*img.shape[1:], patch)]
+    keep = np.unique(np.linspace(0, len(tiles) - 1, min(n, len(tiles))).round().astype(int)) if tiles else []
+    return [np.nan_to_num(tiles[i][None].astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0) for i in keep]
+
+
+def int8_model(path: Path, tag: str, calibration: Callable[[], list[np.ndarray]] | None) -> Path:
+    """The OpenVINO IR of the ONNX export ``path`` quantized to int8 by NNCF on ``calibration()`` (a list of
+    (1, C, H, W) float32 model inputs of the training split that ``tag`` names), made once beside it."""
+    out = path.with_name(f"{path.stem}-int8-{tag}.xml")
+    if out.exists() and out.with_suffix(".bin").exists():
+        return out
+    if calibration is None:
+        raise ConfigError("--precision int8 calibrates on a training split, and this model has none here: "
+                          "run it once with `bench run ... --precision int8 --runtime openvino` (which makes "
+                          f"its int8 model beside {path}), or use fp32")
+    import logging
+
+    import nncf
+    import openvino as ov
+
+    nncf.set_log_level(logging.ERROR)
+    items = calibration()
+    quantized = nncf.quantize(ov.Core().read_model(str(path)), nncf.Dataset(items), subset_size=len(items))
+    with atomic(out.with_suffix(".bin")) as tmp_bin, atomic(out) as tmp_xml:
+        ov.save_model(quantized, str(tmp_xml.with_suffix(".xml")), compress_to_fp16=False)
+        tmp_xml.with_suffix(".xml").replace(tmp_xml)
+        tmp_xml.with_suffix(".bin").replace(tmp_bin)
+    return out
+
+
 def openvino_logits(path: Path, precision: str, threads: int) -> Logits:
-    """An OpenVINO CPU model of ``path`` compiled at ``precision`` as a function of a batch."""
+    """An OpenVINO CPU model of ``path`` (an ONNX export, or its int8 IR) compiled at ``precision`` as a
+    function of a batch."""
     import openvino as ov
 
     if precision == "bf16" and not openvino_has_bf16():
         raise ConfigError("this CPU has no native bf16 for OpenVINO (OPTIMIZATION_CAPABILITIES lacks BF16): use "
                           "--precision fp32, or --runtime torch")
+    if precision == "int8" and path.suffix != ".xml":
+        raise ConfigError("int8 runs an NNCF-quantized model (bench.run.runtimes.int8_model)")
     compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                                                         "INFERENCE_NUM_THREADS": threads})
     request = compiled.create_infer_request()
@@ -170,11 +213,30 @@ class Chooser:
     first batch, then runs what it chose. ``ran`` says which runtime that was."""
 
     def __init__(self, module: nn.Module, torch_fn: Logits, torch_fp32: Logits, runtime: str, names: list[str],
-                 precision: str, folder: Path | None) -> None:
+                 precision: str, folder: Path | None, calibration: Callable[[], list[np.ndarray]] | None = None,
+                 tag: str = "") -> None:
         self.module, self.torch_fn, self.torch_fp32 = module, torch_fn, torch_fp32
         self.runtime, self.names, self.precision, self.folder = runtime, names, precision, folder
+        self.calibration, self.tag = calibration, tag  # int8: the training split's tiles, and what names them
         self.fn: Logits | None = None
         self.ran: str | None = None
+        self.checks: dict[str, float] = {}  # runtime -> its agreement with torch fp32 on the first batch
+
+    @property
+    def agreement(self) -> float | None:
+        """The agreement with torch fp32 of the runtime that runs (None for torch, or before the first batch)."""
+        return self.checks.get(self.ran or "")
+
+    @property
+    def label(self) -> str:
+        """The precision as checks are remembered: int8 with its calibration data."""
+        return f"int8:{self.tag}" if self.precision == "int8" else self.precision
+
+    def session(self, name: str, path: Path, threads: int) -> Logits:
+        """``name``'s function of a batch for the export at ``path`` (int8: its quantized model)."""
+        if self.precision == "int8" and name == "openvino":
+            path = int8_model(path, self.tag, self.calibration)
+        return SESSIONS[name](path, self.precision, threads)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.fn is None:
@@ -196,16 +258,17 @@ class Chooser:
         reference: torch.Tensor | None = None
         for name in self.names:
             try:
-                fn = SESSIONS[name](path, self.precision, threads)
+                fn = self.session(name, path, threads)
             except ConfigError:  # this precision is not for it: refused by name, left out by auto
                 if self.runtime == "auto":
                     continue
                 raise
-            check = memo.check(name, self.precision)
+            check = memo.check(name, self.label)
             if check is None:
                 if reference is None:
                     reference = self.torch_fp32(x)
-                check = memo.record_check(name, self.precision, agreement(fn(x), reference))
+                check = memo.record_check(name, self.label, agreement(fn(x), reference), AGREEMENT[self.precision])
+            self.checks[name] = check["agreement"]
             if check["passed"]:
                 passed[name] = fn
             elif self.runtime != "auto":
@@ -243,9 +306,9 @@ class Memo:
         """The remembered check of ``runtime`` at ``precision`` on this CPU, or None."""
         return self.data["checks"].get(check_key(runtime, precision))
 
-    def record_check(self, runtime: str, precision: str, agreed: float) -> dict[str, Any]:
+    def record_check(self, runtime: str, precision: str, agreed: float, required: float) -> dict[str, Any]:
         """Remember (and return) a check's outcome."""
-        check = {"agreement": agreed, "required": AGREEMENT[precision], "passed": agreed >= AGREEMENT[precision]}
+        check = {"agreement": agreed, "required": required, "passed": agreed >= required}
         self.data["checks"][check_key(runtime, precision)] = check
         write_json(self.path, self.data)
         return check
