@@ -141,7 +141,10 @@ def int8_model(path: Path, tag: str, calibration: Callable[[], list[np.ndarray]]
                           f"its int8 model beside {path}), or use fp32")
     import logging
 
-    import nncf
+    try:
+        import nncf
+    except ImportError:
+        raise ConfigError("--precision int8 quantizes with NNCF, which is not installed: pip install 'cloudbench[int8]'") from None
     import openvino as ov
 
     nncf.set_log_level(logging.ERROR)
