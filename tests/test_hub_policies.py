@@ -34,14 +34,18 @@ def random_unet(encoder: str, in_channels: int, seed: int) -> torch.nn.Module:
 def tiled_scene(ukis, height: int, width: int, nodata_cols: int) -> np.ndarray:
     """(3, height, width) float32 reflectance from the real ukis patch (B04, B03, B08 as red, green, NIR),
     mirrored to size, with its first ``nodata_cols`` columns nodata in every band."""
-    image = ukis[0][[2, 1, 3]]
+    image = ukis[0][[2, 1, 3], :height, :width]
     scene = np.pad(image, ((0, 0), (0, height - image.shape[1]), (0, width - image.shape[2])), mode="symmetric")
     scene = scene.astype(np.float32)
     scene[:, :, :nodata_cols] = np.nan
     return scene
 
 
-def test_omnicloudmask_masks_a_scene_as_predict_from_array_does(tmp_path, ukis):
+@pytest.mark.parametrize("height, width, nodata_cols", [
+    (700, 900, 120),  # one square patch of 700 px sharing 300 px with the next, the first moved off the nodata
+    (400, 500, 200),  # 40 % nodata: patches of half the shorter side, 200 px sharing 100 (check_patch_size)
+])
+def test_omnicloudmask_masks_a_scene_as_predict_from_array_does(tmp_path, ukis, height, width, nodata_cols):
     ocm = pytest.importorskip("omnicloudmask")
     from omnicloudmask.model_utils import load_model_from_weights
     from safetensors.torch import save_file
@@ -50,9 +54,7 @@ def test_omnicloudmask_masks_a_scene_as_predict_from_array_does(tmp_path, ukis):
     for seed, (encoder, name) in enumerate(OCM_FILES.items()):
         save_file(random_unet(encoder, 3, seed).state_dict(), str(tmp_path / name))
         files.append(tmp_path / name)
-    # 700 x 900 px with 120 nodata columns: one square patch of 700 px sharing 300 px with the next, the
-    # first moved right off the nodata (omnicloudmask's check_patch_size, make_patch_indexes and get_patch)
-    scene = tiled_scene(ukis, 700, 900, 120)
+    scene = tiled_scene(ukis, height, width, nodata_cols)
     models = [load_model_from_weights(e, str(f), "smp", torch.device("cpu")) for e, f in zip(OCM_FILES, files)]
     upstream = ocm.predict_from_array(scene, inference_device="cpu", custom_models=models)[0]
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from bench.core.errors import ConfigError
-from bench.core.labels import N_CLASSES
+from bench.core.labels import IGNORE, N_CLASSES
 from bench.data.splits import WHOLE_BYTES, whole_pixels  # noqa: F401 - the memory budget, used here and re-exported
 from bench.core.recipe import BLENDS, PRECISIONS
 from bench.models.base import Contract, InferencePolicy, SceneModel
@@ -58,7 +58,8 @@ def bf16_is_fast(device: str) -> bool:
 
 
 def resolve_precision(precision: str, device: str, zero_shot: bool = False, upstream: str = "fp32") -> str:
-    """``fp32`` or ``bf16`` (or ``int8``, only where asked for): ``auto`` picks bf16 where :func:`bf16_is_fast`, except for a pretrained model
+    """``fp32`` or ``bf16`` (or ``int8``, only where asked for): ``auto`` picks bf16 where
+    :func:`bf16_is_fast`, except for a pretrained model
     run as it comes (``zero_shot``), which runs in the precision its upstream runs in (``upstream``, its
     contract's inference policy; fp32 unless declared; ask for bf16 to change that)."""
     if precision not in PRECISIONS:
@@ -89,7 +90,7 @@ class FastPaths:
         """The model on ``device`` in this memory format, as a function of a batch (its train / eval mode
         is left as it is: an adapter may keep BatchNorm on batch statistics, and then, ``adapting``, an
         exported runtime cannot stand in for it)."""
-        if self.precision == "int8" and self.runtime not in ("openvino", "auto"):
+        if self.precision == "int8" and self.runtime != "openvino":
             raise ConfigError(f"--precision int8 runs through OpenVINO (an NNCF int8 model), not {self.runtime}: "
                               "add --runtime openvino")
         module = module.to(device)
@@ -209,12 +210,16 @@ class Tiling:
         """The largest step between two tiles' starts."""
         return self.tile - (self.overlap if self.blend == "ramp" else 2 * self.overlap)
 
-    def fitted(self, height: int, width: int) -> "Tiling":
-        """The tiling of a ``height`` x ``width`` scene: one tile where it is ``whole``-sized, a square tile
-        no larger than the shorter side with ``fit = "square"`` (the overlap at most half of it)."""
+    def fitted(self, height: int, width: int, nodata_share: float = 0.0) -> "Tiling":
+        """The tiling of a ``height`` x ``width`` scene: one tile where it is ``whole``-sized; with ``fit =
+        "square"`` a square tile no larger than the shorter side, or half of it where more than 30 % of the
+        values are nodata (omnicloudmask's ``check_patch_size``), the overlap at most half the tile."""
         if self.whole and height * width <= self.whole:
             side = -(-max(height, width) // 32) * 32
             return replace(self, tile=side, overlap=0, whole=0, fit="pad")
+        if self.fit == "square" and nodata_share > 0.3 and self.tile > min(height, width) / 2:
+            side = max(min(height, width) // 2, 32)
+            return replace(self, tile=side, overlap=min(self.overlap, side // 2))
         if self.fit == "square" and min(height, width) < self.tile:
             side = max(min(height, width), 32)
             return replace(self, tile=side, overlap=min(self.overlap, side // 2))
@@ -384,10 +389,15 @@ def tile_stream(read: Reader, height: int, width: int, tiling: Tiling, strips: l
         del image
 
 
+def nodata_of(image: np.ndarray) -> np.ndarray:
+    """Where values are nodata to omnicloudmask's ``is_nodata``: NaN, or 0 (of the model's input)."""
+    return np.isnan(image) | (image == 0)
+
+
 def shifted_windows(image: np.ndarray, windows: list, top: int, seen: set) -> list:
     """``windows`` of a strip read from ``top`` moved away from nodata (:func:`shifted_from_nodata`), those
     without a valid pixel and those already in ``seen`` left out."""
-    nodata, out = np.isnan(image) | (image == 0), []
+    nodata, out = nodata_of(image), []
     for window, core in windows:
         moved = shifted_from_nodata(nodata, window, top)
         if moved is not None and moved not in seen:
@@ -476,6 +486,10 @@ def predict_strips(read: Reader, height: int, width: int, tiling: Tiling, run_ba
     ramp blending the outputs of the blended logits. Tiles are read and batched :data:`READ_AHEAD` batches
     ahead, in a thread, while the model runs."""
     strips = strips or tiling.strips(height, width)
+    if tiling.shift_nodata and strips == [(0, height)]:  # read whole: upstream's patch size for its nodata
+        image = read(0, height)
+        tiling = tiling.fitted(height, width, float(nodata_of(image).mean()))
+        read = lambda r0, r1: image[:, r0:r1]  # noqa: E731 - the scene already read
     fitted = tiling.fitted(height, width)
     size = fitted.shape(height, width)
     open_: dict[int, list[Any]] = {}  # strip index -> [outputs, tiles left]
@@ -510,8 +524,12 @@ def predict_strips(read: Reader, height: int, width: int, tiling: Tiling, run_ba
 
 
 def blended(run_batch: "ClassBatches", blend: "Blend", r0: int, r1: int) -> np.ndarray:
-    """The outputs of rows ``r0:r1`` from their blended logits."""
-    return run_batch.outputs(torch.from_numpy(blend.take(r0, r1)[None]))[0]
+    """The outputs of rows ``r0:r1`` from their blended logits; a pixel no tile reached (every tile over it
+    left out, without a valid pixel) has no class (IGNORE)."""
+    mean, reached = blend.take(r0, r1)
+    out = run_batch.outputs(torch.from_numpy(mean[None]))[0]
+    out[0][~reached] = IGNORE
+    return out
 
 
 class Blend:
@@ -538,13 +556,15 @@ class Blend:
         self.sum[:, r0 - self.top:r1 - self.top, c0:c1] += logits * w
         self.count[r0 - self.top:r1 - self.top, c0:c1] += w
 
-    def take(self, r0: int, r1: int) -> np.ndarray:
-        """(K, r1 - r0, W) mean logits of rows ``r0:r1`` (the first not taken), which are then let go."""
+    def take(self, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
+        """(K, r1 - r0, W) mean logits of rows ``r0:r1`` (the first not taken), and where a tile reached
+        them; the rows are then let go."""
         self.reach(r1)
         n, count = r1 - r0, self.count[:r1 - r0]
         mean = np.divide(self.sum[:, :n], count, out=np.zeros_like(self.sum[:, :n]), where=count > 0)
+        reached = count > 0
         self.sum, self.count, self.top = self.sum[:, n:].copy(), self.count[n:].copy(), r1
-        return mean
+        return mean, reached
 
 
 def scene_model_strips(read: Reader, height: int, width: int, tiling: Tiling, model: SceneModel,

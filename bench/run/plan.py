@@ -92,7 +92,7 @@ class RunConfig:
         Recipe.check_values(self.recipe, "command line")
         if self.runtime not in RUNTIMES:
             raise unknown("--runtime", self.runtime, list(RUNTIMES))
-        if self.recipe.get("precision") == "int8" and self.runtime not in ("openvino", "auto"):
+        if self.recipe.get("precision") == "int8" and self.runtime != "openvino":
             raise ConfigError("--precision int8 runs through OpenVINO (an NNCF int8 model): add --runtime openvino")
         if self.runtime in ("onnxruntime", "openvino") and self.adapt != "none":
             raise ConfigError(f"--runtime {self.runtime} runs a fixed network, and the adapter {self.adapt!r} changes "

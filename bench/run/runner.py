@@ -28,7 +28,7 @@ from bench.core.labels import EvalSpace
 from bench.core.metrics import boundary_summary, cover_summary, pool_probabilities, scores
 from bench.core.recipe import Recipe
 from bench.core.registry import get_registry
-from bench.core.results import RESULT_FORMAT, git_state, key, read_result, versions, write_json
+from bench.core.results import RESULT_FORMAT, git_state, read_result, versions, write_json
 from bench.data.sanity import check as sanity_check
 from bench.data.sanity import normalized
 from bench.data.shifts import shifted
@@ -38,7 +38,7 @@ from bench.run.figures import run_figure
 from bench.run.inference import FastPaths
 from bench.run.label_free import save_predictions
 from bench.run.calibration import FreeOfLabels
-from bench.run.plan import Plan, RunConfig, command_line, data_identity, plan, run_device
+from bench.run.plan import Plan, RunConfig, command_line, plan, run_device
 from bench.run.training import Trained, train_or_load
 
 __all__ = ["RunConfig", "RunResult", "Plan", "Recipe", "plan", "run", "evaluate_run", "record", "publish"]
@@ -98,15 +98,18 @@ def run(cfg: RunConfig | Plan) -> RunResult:
 
 
 def int8_calibration(p: Plan, trained: Trained) -> dict[str, Any]:
-    """For ``--precision int8``: the training split's tiles that calibrate the int8 model, and what names
-    them (``train`` for a model trained here, whose exports folder is its own)."""
+    """For ``--precision int8``: the training split's tiles that calibrate the int8 model (none for a model
+    run zero-shot, which has no training split here: int8 is then refused), named ``train`` in the model's
+    own exports folder."""
     if p.recipe.precision != "int8" or "train" not in p.splits:
         return {}
+    from bench.data.splits import tile_grid
     from bench.run.runtimes import calibration_tiles
 
-    tag = "train" if p.exports else key(data_identity(p.scenario, p.splits, "train"))[:12]
-    return {"calibration": lambda: calibration_tiles(normalized(p.splits["train"], trained.normalizer),
-                                                     p.recipe.patch_size), "tag": tag}
+    train, patch = p.splits["train"], p.recipe.patch_size
+    total = sum(len(tile_grid(h, w, patch)) for h, w in train.shapes())
+    return {"calibration": lambda: calibration_tiles(normalized(train, trained.normalizer), patch, total),
+            "tag": "train"}
 
 
 def evaluate_run(p: Plan, trained: Trained) -> Evaluated:

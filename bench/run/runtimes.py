@@ -26,6 +26,7 @@ import functools
 import hashlib
 import json
 import statistics
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -120,13 +121,17 @@ def onnxruntime_logits(path: Path, precision: str, threads: int) -> Logits:
     return lambda x: torch.from_numpy(session.run(None, {"x": np.ascontiguousarray(x.numpy(), np.float32)})[0])
 
 
-def calibration_tiles(images: Iterable[np.ndarray], patch: int, n: int = CALIBRATION_TILES) -> list[np.ndarray]:
-    """Up to ``n`` (1, C, patch, patch) float32 model inputs, spread evenly over the tiles of ``images``
-    (normalized training scenes; edge tiles mirrored to full size, NaN as 0)."""
-    tiles = [pad_to(img[:, r0:r1, c0:c1], patch) for img in images
-             for r0, c0, r1, c1 in tile_grid(*img.shape[1:], patch)]
-    keep = np.unique(np.linspace(0, len(tiles) - 1, min(n, len(tiles))).round().astype(int)) if tiles else []
-    return [np.nan_to_num(tiles[i][None].astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0) for i in keep]
+def calibration_tiles(images: Iterable[np.ndarray], patch: int, total: int, n: int = CALIBRATION_TILES) -> list[np.ndarray]:
+    """Up to ``n`` (1, C, patch, patch) float32 model inputs, every ``total // n``-th of the ``total`` tiles
+    of ``images`` (normalized training scenes, streamed; edge tiles mirrored to full size, NaN as 0)."""
+    step, kept, i = max(1, total // n), [], 0
+    for img in images:
+        for r0, c0, r1, c1 in tile_grid(*img.shape[1:], patch):
+            if i % step == 0 and len(kept) < n:
+                tile = pad_to(img[:, r0:r1, c0:c1], patch)[None].astype(np.float32)
+                kept.append(np.nan_to_num(tile, nan=0.0, posinf=0.0, neginf=0.0))
+            i += 1
+    return kept
 
 
 def int8_model(path: Path, tag: str, calibration: Callable[[], list[np.ndarray]] | None) -> Path:
@@ -135,6 +140,7 @@ def int8_model(path: Path, tag: str, calibration: Callable[[], list[np.ndarray]]
     out = path.with_name(f"{path.stem}-int8-{tag}.xml")
     if out.exists() and out.with_suffix(".bin").exists():
         return out
+    out.parent.mkdir(parents=True, exist_ok=True)
     if calibration is None:
         raise ConfigError("--precision int8 calibrates on a training split, and this model has none here: "
                           "run it once with `bench run ... --precision int8 --runtime openvino` (which makes "
@@ -150,10 +156,10 @@ def int8_model(path: Path, tag: str, calibration: Callable[[], list[np.ndarray]]
     nncf.set_log_level(logging.ERROR)
     items = calibration()
     quantized = nncf.quantize(ov.Core().read_model(str(path)), nncf.Dataset(items), subset_size=len(items))
-    with atomic(out.with_suffix(".bin")) as tmp_bin, atomic(out) as tmp_xml:
-        ov.save_model(quantized, str(tmp_xml.with_suffix(".xml")), compress_to_fp16=False)
-        tmp_xml.with_suffix(".xml").replace(tmp_xml)
-        tmp_xml.with_suffix(".bin").replace(tmp_bin)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.stem}.") as tmp:
+        ov.save_model(quantized, str(Path(tmp) / out.name), compress_to_fp16=False)
+        (Path(tmp) / out.name).with_suffix(".bin").replace(out.with_suffix(".bin"))  # the weights first,
+        (Path(tmp) / out.name).replace(out)  # then the file whose presence says the pair is complete
     return out
 
 
@@ -274,11 +280,15 @@ class Chooser:
             self.checks[name] = check["agreement"]
             if check["passed"]:
                 passed[name] = fn
-            elif self.runtime != "auto":
+            elif self.runtime != "auto" and self.precision != "int8":  # int8 is refused below instead
                 warnings.warn(f"{name} ({self.precision}) agreed with torch fp32 on {check['agreement']:.2%} of the "
                               f"pixels of real tiles, under the {AGREEMENT[self.precision]:.1%} required: it is set "
                               f"aside and torch runs ({path.with_suffix('.json')} remembers this)", RuntimeSetAside,
                               stacklevel=2)
+        if self.precision == "int8" and not passed:  # asked for int8: never torch fp32 under its name
+            raise ConfigError(f"the int8 model agreed with torch fp32 on {self.checks.get('openvino', 0):.2%} of the "
+                              f"pixels of real tiles, under the {AGREEMENT['int8']:.0%} required: use fp32 "
+                              f"({path.with_suffix('.json')} remembers this)")
         if self.runtime != "auto":
             return (passed[self.runtime], self.runtime) if passed else (self.torch_fn, "torch")
         fastest = memo.fastest(self.precision, threads, list(passed))
