@@ -88,9 +88,14 @@ def test_auto_runs_the_fastest_runtime_that_passed_and_remembers_it(tmp_path, mo
         raise AssertionError("measured again")
 
     monkeypatch.setattr(runtimes, "median_seconds", measured)
+    loaded = []
+    sessions = dict(runtimes.SESSIONS)
+    monkeypatch.setitem(runtimes.SESSIONS, "onnxruntime", lambda *a: loaded.append("onnxruntime") or sessions["onnxruntime"](*a))
+    monkeypatch.setitem(runtimes.SESSIONS, "openvino", lambda *a: loaded.append("openvino") or sessions["openvino"](*a))
     again = FastPaths("fp32", runtime="auto", exports=str(tmp_path))
     logits(again, small_net(), batch())
     assert again.describe()["runtime"] == "openvino"
+    assert loaded == ["openvino"]  # only the one chosen before is loaded: the others' memory is not taken
 
 
 def test_runtimes_that_cannot_run_are_refused_by_name_and_left_out_by_auto(tmp_path, monkeypatch):

@@ -258,11 +258,23 @@ class Chooser:
         path = (self.folder / "exports" if self.folder else EXPORTS) / name
         return path if path.exists() else export_onnx(self.module, in_channels, path)
 
+    def remembered(self, memo: "Memo", threads: int) -> str | None:
+        """The runtime ``auto`` chose before on this machine among the same passed checks, or None."""
+        passed = [n for n in self.names if (memo.check(n, self.label) or {}).get("passed")]
+        fastest = memo.fastest(self.precision, threads, passed)
+        if fastest is not None and fastest != "torch":
+            self.checks[fastest] = memo.check(fastest, self.label)["agreement"]
+        return fastest
+
     def choose(self, x: torch.Tensor) -> tuple[Logits, str]:
         """(logits function, runtime name) after the check, and for ``auto`` the measurement, on batch ``x``."""
         threads = torch.get_num_threads()
         path = self.export(x.shape[1])
         memo = Memo(path.with_suffix(".json"))
+        if self.runtime == "auto":  # chosen before on this machine: only that one is loaded (memory)
+            known = self.remembered(memo, threads)
+            if known is not None:
+                return (self.torch_fn, "torch") if known == "torch" else (self.session(known, path, threads), known)
         passed: dict[str, Logits] = {}
         reference: torch.Tensor | None = None
         for name in self.names:
