@@ -42,7 +42,7 @@ def tiled_scene(ukis, height: int, width: int, nodata_cols: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("height, width, nodata_cols", [
-    (700, 900, 120),  # one square patch of 700 px sharing 300 px with the next, the first moved off the nodata
+    (520, 700, 100),  # one square patch of 520 px sharing 300 px with the next, the first moved off the nodata
     (400, 500, 200),  # 40 % nodata: patches of half the shorter side, 200 px sharing 100 (check_patch_size)
 ])
 def test_omnicloudmask_masks_a_scene_as_predict_from_array_does(tmp_path, ukis, height, width, nodata_cols):
@@ -59,18 +59,24 @@ def test_omnicloudmask_masks_a_scene_as_predict_from_array_does(tmp_path, ukis, 
     upstream = ocm.predict_from_array(scene, inference_device="cpu", custom_models=models)[0]
 
     tif = write_tif(tmp_path / "scene.tif", scene)
-    out = tmp_path / "mask.tif"
+    out, probs = tmp_path / "mask.tif", tmp_path / "probabilities.tif"
     main(["predict", "--model", "omnicloudmask", "--weights", ",".join(map(str, files)), str(tif),
-          "--bands", "B04,B03,B8A", "--out", str(out), "--precision", "auto", "--quiet"])
+          "--bands", "B04,B03,B8A", "--out", str(out), "--probabilities", str(probs), "--probability-type",
+          "float32", "--precision", "auto", "--quiet"])
     import rasterio
 
-    with rasterio.open(out) as f:
-        ours, tags = f.read(1), f.tags()
+    with rasterio.open(out) as f, rasterio.open(probs) as p:
+        ours, tags, prob = f.read(1), f.tags(), p.read()
     assert (tags["tile"], tags["overlap"], tags["blend"]) == ("1000", "300", "ramp")
     valid = np.isfinite(scene).all(0)
     assert (ours[~valid] == 255).all()
     assert len(np.unique(upstream[valid])) > 1  # random weights that still tell pixels apart
-    assert (ours[valid] == upstream[valid]).all()
+    # pixel for pixel but at exact ties: upstream standardises each patch in numpy, cloudbench in torch, so
+    # logits differ in their last bits; where the two classes' probabilities are that close, argmax may flip
+    rows, cols = np.nonzero(valid & (ours != upstream))
+    assert len(rows) <= valid.sum() * 1e-5
+    tie = np.abs(prob[ours[rows, cols], rows, cols] - prob[upstream[rows, cols], rows, cols])
+    assert (tie < 1e-5).all(), tie
 
 
 def test_cloudsen12_masks_a_scene_as_cdmodel_predict_does(tmp_path):
