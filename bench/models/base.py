@@ -65,7 +65,7 @@ class Built:
 @dataclass(frozen=True)
 class InferencePolicy:
     """How upstream tiles a scene for its network, declared as ``[name.contract.inference]``; evaluation,
-    ``bench predict`` and ``bench assess`` tile the model this way (:func:`bench.run.inference.policy_tiling`).
+    ``bench predict`` and ``bench assess`` tile the model this way (:func:`bench.run.inference.model_tiling`).
 
     * ``tile``: the patch side in px, or ``"scene"``: the whole scene is one patch (up to the memory budget;
       a larger scene is tiled as any other model's);

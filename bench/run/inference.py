@@ -31,7 +31,7 @@ from bench.core.errors import ConfigError
 from bench.core.labels import IGNORE, N_CLASSES
 from bench.data.splits import WHOLE_BYTES, whole_pixels  # noqa: F401 - the memory budget, used here and re-exported
 from bench.core.recipe import BLENDS, PRECISIONS
-from bench.models.base import Contract, InferencePolicy, SceneModel
+from bench.models.base import Contract, SceneModel
 
 WHOLE_PIXELS = whole_pixels(13)
 _compiled: "weakref.WeakKeyDictionary[nn.Module, Callable]" = weakref.WeakKeyDictionary()
@@ -265,9 +265,7 @@ class Tiling:
 
     def padding(self, rows: int, cols: int, size: tuple[int, int]) -> tuple[int, int]:
         """Where a ``rows`` x ``cols`` input sits in the padded ``size`` model input: its (top, left)."""
-        if self.pad == "centre":
-            return (size[0] - rows) // 2, (size[1] - cols) // 2
-        return 0, 0
+        return pad_offsets(rows, cols, size, self.pad)
 
     def weights(self) -> np.ndarray:
         """(tile, tile) float32 blending weights of ramp blending (omnicloudmask's ``create_gradient_mask``)."""
@@ -278,22 +276,17 @@ class Tiling:
         return np.outer(ramp, ramp).astype(np.float32)
 
 
-def policy_tiling(policy: InferencePolicy | None, tile: int, overlap: int = 0, blend: str = "crop",
-                  channels: int = 13) -> Tiling:
-    """The tiling of a model: its contract's inference policy, else ``tile`` / ``overlap`` / ``blend`` (the
-    run's). A policy of whole scenes (``tile = "scene"``) tiles a scene above :func:`whole_pixels` the run's way."""
+def model_tiling(contract: Contract | None, tile: int, overlap: int = 0, blend: str = "crop") -> Tiling:
+    """The tiling a model runs with: its contract's inference policy, else ``tile`` / ``overlap`` / ``blend``
+    (the run's). A policy of whole scenes (``tile = "scene"``) tiles a scene above :func:`whole_pixels` (of
+    the model's band count) the run's way."""
+    policy = contract.inference if contract else None
     if policy is None:
         return Tiling(tile, overlap, blend)
     if policy.tile == "scene":
+        channels = len(contract.bands) if contract.bands else 13
         return Tiling(tile, overlap, blend, pad=policy.pad, whole=whole_pixels(channels))
     return Tiling(int(policy.tile), policy.overlap, policy.blend, policy.pad, policy.fit, policy.shift_nodata)
-
-
-def model_tiling(contract: Contract | None, tile: int, overlap: int = 0, blend: str = "crop") -> Tiling:
-    """The tiling a model runs with: its contract's inference policy (see :func:`policy_tiling`)."""
-    policy = contract.inference if contract else None
-    channels = len(contract.bands) if contract and contract.bands else 13
-    return policy_tiling(policy, tile, overlap, blend, channels)
 
 
 def pad_input(x: np.ndarray, size: tuple[int, int], pad: str = "end") -> np.ndarray:
@@ -302,10 +295,14 @@ def pad_input(x: np.ndarray, size: tuple[int, int], pad: str = "end") -> np.ndar
     h, w = x.shape[-2:]
     if (h, w) == size:
         return x
-    if pad == "centre":
-        (top, left), lead = ((size[0] - h) // 2, (size[1] - w) // 2), [(0, 0)] * (x.ndim - 2)
-        return np.pad(x, lead + [(top, size[0] - h - top), (left, size[1] - w - left)], mode="reflect")
-    return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, size[0] - h), (0, size[1] - w)], mode="symmetric")
+    top, left = pad_offsets(h, w, size, pad)
+    return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(top, size[0] - h - top), (left, size[1] - w - left)],
+                  mode="reflect" if pad == "centre" else "symmetric")
+
+
+def pad_offsets(rows: int, cols: int, size: tuple[int, int], pad: str = "end") -> tuple[int, int]:
+    """(top, left) of a ``rows`` x ``cols`` input padded to ``size``: centred, or at the top left (``end``)."""
+    return ((size[0] - rows) // 2, (size[1] - cols) // 2) if pad == "centre" else (0, 0)
 
 
 def shifted_from_nodata(nodata: np.ndarray, window: tuple[int, int, int, int], top: int) -> tuple[int, int, int, int] | None:
