@@ -19,7 +19,7 @@ from bench.core.errors import ConfigError, DataError
 from bench.data.normalizers import HistMatch, Percentile, PercentileScene
 from bench.data.rasters import band_name, open_scene
 from bench.models.base import Contract
-from bench.run.inference import FastPaths, Tiling, class_batches, predict_strips, resolve_precision
+from bench.run.inference import FastPaths, Tiling, class_batches, class_indices, predict_strips, resolve_precision
 from bench.run.predict import Predictor, predict
 from conftest import UKIS_BANDS
 
@@ -65,6 +65,14 @@ def test_overlapping_tiles_cover_every_pixel_once(shape):
             assert wr1 - wr == min(64, shape[0]) and wc1 - wc == min(64, shape[1])
             count[wr + dr:wr + dr + h, wc + dc:wc + dc + w] += 1
     assert (count == 1).all()
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_the_class_of_a_pixel_is_the_first_of_its_largest_logits(layout):
+    logits = torch.randint(0, 3, (2, 4, 33, 40)).float().contiguous(memory_format=layout)  # many ties
+    logits[0, :, 0, 0] = torch.tensor([1.0, 5.0, 5.0, 0.0])
+    assert torch.equal(class_indices(logits), logits.argmax(1))
+    assert class_indices(logits)[0, 0, 0] == 1 and class_indices(logits, keepdim=True).shape == (2, 1, 33, 40)
 
 
 def test_a_scene_that_fits_in_a_tile_is_one_tile_as_a_whole(ukis):
@@ -213,6 +221,9 @@ def test_safe_products_are_read_at_10_m_with_their_offset(tmp_path):
     assert np.allclose(x[0, 5:, 5:], (dn["B02"][5:, 5:].astype(np.float32) - 1000) / 10000)
     assert np.allclose(x[1, 20:40:2, 20:40:2].mean(), ((dn["B11"][10:20, 10:20].astype(np.float32) - 1000) / 10000).mean(), atol=0.01)
     assert np.allclose(scene.read(10, 20), x[:, 10:20], equal_nan=True)  # windows read the same pixels
+    counts = scene.read_counts(0, 60)  # as stored, then a tile converted as it is cut
+    assert counts.dtype == np.uint16 and np.array_equal(scene.nodata(counts), np.isnan(x).any(0))
+    np.testing.assert_array_equal(scene.reflectance(counts[:, 3:9, 2:50]), x[:, 3:9, 2:50])
     zipped = tmp_path / "product.zip"
     with zipfile.ZipFile(zipped, "w") as z:
         for f in safe.rglob("*"):
@@ -371,8 +382,13 @@ def test_training_crops_of_large_scenes_are_read_window_by_window(tiny_dataset, 
 
 
 @pytest.mark.parametrize("norm", [None, PercentileScene()])
-def test_a_scene_predicted_in_strips_equals_it_predicted_whole(tmp_path, ukis, norm):
-    src = scene_tif(tmp_path, ukis[0][:, :300, :260], UKIS_BANDS)
+@pytest.mark.parametrize("stored", ["reflectance", "digital numbers"])  # strips held as float32, or as uint16
+def test_a_scene_predicted_in_strips_equals_it_predicted_whole(tmp_path, ukis, norm, stored):
+    image = ukis[0][:, :300, :260]
+    if stored == "digital numbers":
+        image = np.round(image * 10000).clip(1, 65535).astype(np.uint16)
+        image[:, 100:110, :50] = 0  # nodata
+    src = scene_tif(tmp_path, image, UKIS_BANDS, nodata=0 if stored == "digital numbers" else None)
     predictor = local_predictor(UKIS_BANDS, norm)
     masks = []
     for whole_pixels, name in ((10 ** 9, "whole.tif"), (0, "strips.tif")):  # 0: 64 - 2 x 8 = 48-row strips
@@ -573,7 +589,13 @@ def test_a_strip_is_read_with_the_files_nodata_as_rasterio_masks_it(tmp_path, ki
     with rasterio.open(path) as f:
         masked = f.read(window=rasterio.windows.Window(0, 3, 30, 20), masked=True)
     expected = np.where(np.ma.getmaskarray(masked), np.nan, masked.data.astype(np.float32) * np.float32(1e-4))
-    with open_scene(path, ["B02", "B03", "B04"]).select(["B02", "B03", "B04"]) as raster:
-        got = raster.read(3, 23)
+    with open_scene(path, ["B02", "B03", "B04"], offset=-2).select(["B02", "B03", "B04"]) as raster:
+        got, counts = raster.read(3, 23), raster.read_counts(3, 23)
+        tile = raster.reflectance(counts[:, 4:9, 2:20])  # a strip held as stored, a tile converted as it is cut
+        nodata = raster.nodata(counts)
+    expected = np.where(np.isnan(expected), np.nan, (masked.data.astype(np.float32) - 2) * np.float32(1e-4))
     np.testing.assert_array_equal(got, expected.astype(np.float32))
     assert np.isnan(got).any() == (kind != "all valid")
+    assert counts.dtype == (np.float32 if kind == "mask band" else np.uint16)  # a mask band: read as reflectance
+    np.testing.assert_array_equal(tile, got[:, 4:9, 2:20])
+    np.testing.assert_array_equal(nodata, np.isnan(got).any(0))

@@ -11,7 +11,10 @@ product (folder or zip).
   04.00, absent before). DN 0 is nodata.
 
 Every reader gives ``read(row0, row1)``: the scene's rows in the requested bands as float32 reflectance
-(C, rows, width), NaN at nodata; memory is that of the rows read, never the whole scene.
+(C, rows, width), NaN at nodata; memory is that of the rows read, never the whole scene. A strip that is
+converted tile by tile is held as the file stores it (``read_counts``: uint16 digital numbers, half the
+memory of float32), and each tile becomes reflectance as it is cut (``reflectance``: the same values as
+``read`` gives).
 """
 
 from __future__ import annotations
@@ -70,7 +73,20 @@ class Raster:
 
     def read(self, row0: int, row1: int) -> np.ndarray:
         """Rows ``row0:row1`` of the selected bands: float32 reflectance, NaN at nodata."""
+        return self.reflectance(self.read_counts(row0, row1))
+
+    def read_counts(self, row0: int, row1: int) -> np.ndarray:
+        """Rows ``row0:row1`` of the selected bands as stored (integer digital numbers where the file holds
+        them and its nodata is told by their values; else float32 reflectance, NaN at nodata)."""
         raise NotImplementedError
+
+    def reflectance(self, counts: np.ndarray) -> np.ndarray:
+        """float32 reflectance, NaN at nodata, of values (or a window of them) that :meth:`read_counts` gave."""
+        return counts
+
+    def nodata(self, counts: np.ndarray) -> np.ndarray:
+        """(rows, width) True where a band of :meth:`read_counts`'s values is nodata."""
+        return np.isnan(counts).any(0)
 
     @property
     def stem(self) -> str:
@@ -109,6 +125,7 @@ class GeoTiff(Raster):
         integer = np.issubdtype(np.dtype(self.src.dtypes[0]), np.integer)
         self.scale = scale if scale is not None else (1e-4 if integer else 1.0)
         self.offset = offset
+        self.integer = integer
         super().__init__(path, "GeoTIFF", self.src.height, self.src.width, self.src.crs, self.src.transform, names,
                          meta={"units": f"(value + {offset:g}) x {self.scale:g}", "nodata": self.src.nodata})
 
@@ -141,6 +158,49 @@ class GeoTiff(Raster):
         x += np.float32(self.offset)
         x *= np.float32(self.scale)
         return x
+
+    def counted_nodata(self) -> list[float] | None:
+        """Each selected band's nodata value ([] where every value is valid), or None where a mask band
+        tells nodata (or the values are not integers): then :meth:`read_counts` gives reflectance."""
+        from rasterio.enums import MaskFlags
+
+        flags = [self.src.mask_flag_enums[self.bands.index(b)] for b in self.wanted]
+        if not self.integer:
+            return None
+        if all(MaskFlags.all_valid in f for f in flags):
+            return []
+        if all(f == [MaskFlags.nodata] for f in flags):
+            return [self.src.nodatavals[self.bands.index(b)] for b in self.wanted]
+        return None
+
+    def read_counts(self, row0: int, row1: int) -> np.ndarray:
+        from rasterio.windows import Window
+
+        if self.counted_nodata() is None:
+            return self.read(row0, row1)
+        idx = [self.bands.index(b) + 1 for b in self.wanted]
+        try:
+            return self.src.read(idx, window=Window(0, row0, self.width, row1 - row0))
+        except Exception as err:
+            raise DataError(f"{self.path}: cannot read rows {row0}-{row1} ({err})") from None
+
+    def reflectance(self, counts: np.ndarray) -> np.ndarray:
+        if counts.dtype.kind == "f":  # read as reflectance already
+            return counts
+        x = counts.astype(np.float32)
+        for band, c, value in zip(x, counts, self.counted_nodata() or []):
+            band[c == value] = np.nan
+        x += np.float32(self.offset)
+        x *= np.float32(self.scale)
+        return x
+
+    def nodata(self, counts: np.ndarray) -> np.ndarray:
+        if counts.dtype.kind == "f":
+            return np.isnan(counts).any(0)
+        out = np.zeros(counts.shape[1:], dtype=bool)
+        for c, value in zip(counts, self.counted_nodata() or []):
+            out |= c == value
+        return out
 
     def mark_nodata(self, x: np.ndarray, idx: list[int], window: Any) -> None:
         """NaN where the file says a value is not valid (rasterio's masks): its nodata value, band by band,
@@ -204,18 +264,26 @@ class Safe(Raster):
                          meta={"processing_baseline": baseline, "quantification": self.quantification,
                                "radio_add_offset": offsets.get(1, 0.0)})
 
-    def read(self, row0: int, row1: int) -> np.ndarray:
+    def read_counts(self, row0: int, row1: int) -> np.ndarray:
         from rasterio.windows import Window
 
-        out = np.empty((len(self.wanted), row1 - row0, self.width), dtype=np.float32)
+        out = np.empty((len(self.wanted), row1 - row0, self.width), dtype=self.views[self.wanted[0]].dtypes[0])
         for i, b in enumerate(self.wanted):
             try:
-                dn = self.views[b].read(1, window=Window(0, row0, self.width, row1 - row0))
+                self.views[b].read(1, window=Window(0, row0, self.width, row1 - row0), out=out[i])
             except Exception as err:
                 raise DataError(f"{self.path}: cannot read band {b} ({err})") from None
+        return out
+
+    def reflectance(self, counts: np.ndarray) -> np.ndarray:
+        out = np.empty(counts.shape, dtype=np.float32)
+        for i, (b, dn) in enumerate(zip(self.wanted, counts)):
             out[i] = (dn.astype(np.float32) + np.float32(self.offsets[b])) / np.float32(self.quantification)
             out[i][dn == 0] = np.nan
         return out
+
+    def nodata(self, counts: np.ndarray) -> np.ndarray:
+        return (counts == 0).any(0)
 
     def sample(self, step: int = SAMPLE_STEP) -> np.ndarray:
         from rasterio.enums import Resampling

@@ -38,6 +38,12 @@ _compiled: "weakref.WeakKeyDictionary[nn.Module, Callable]" = weakref.WeakKeyDic
 _choosers: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
+def class_indices(logits: torch.Tensor, keepdim: bool = False) -> torch.Tensor:
+    """The class of each pixel of (N, K, H, W) logits: the first of its largest (``argmax(1)``, through
+    ``max``: on the CPU, torch's argmax over a channel dimension is 10 to 20 times slower)."""
+    return logits.max(1, keepdim=keepdim).indices
+
+
 #: set to ``fast`` or ``slow`` to override what :func:`bf16_is_fast` detects (``auto`` then picks bf16, or
 #: fp32): the test suite runs both ways on any CPU, and a user can keep a machine's runs at one precision
 BF16_ENV = "CLOUDBENCH_BF16"
@@ -425,11 +431,16 @@ def input_batches(tiles: Iterator[Tile], batch_size: int, size: tuple[int, int],
         chunk.append((k, window, core, None))
         del t
         if len(chunk) == batch_size:
-            yield chunk, torch.from_numpy(np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0))
+            yield chunk, torch.from_numpy(finite(out))
             out, chunk = None, []
     if chunk:
-        batch = np.nan_to_num(out[:len(chunk)], copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-        yield chunk, torch.from_numpy(batch)
+        yield chunk, torch.from_numpy(finite(out[:len(chunk)]))
+
+
+def finite(x: np.ndarray) -> np.ndarray:
+    """``x`` with NaN and inf set to 0, in place (``np.nan_to_num`` takes six times as long)."""
+    np.copyto(x, 0, where=~np.isfinite(x))
+    return x
 
 
 def read_ahead(items: Iterator[Any], depth: int = READ_AHEAD) -> Iterator[Any]:
@@ -633,12 +644,12 @@ class ClassBatches:
 
     def outputs(self, t: torch.Tensor) -> np.ndarray:
         """(N, outputs, H, W) of (N, K, H, W) logits: uint8 classes alone, else float32."""
-        cls = t[:, :N_CLASSES].argmax(1, keepdim=True)
+        cls = class_indices(t[:, :N_CLASSES], keepdim=True)
         if not (self.probabilities or self.flip):
             return cls.to(torch.uint8).cpu().numpy()
         parts = [cls.float(), t[:, :N_CLASSES].softmax(1)] if self.probabilities else [cls.float()]
         if self.flip:
-            parts.append((t[:, N_CLASSES:].argmax(1, keepdim=True) == cls).float())
+            parts.append((class_indices(t[:, N_CLASSES:], keepdim=True) == cls).float())
         return torch.cat(parts, 1).cpu().numpy()
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from bench.core.errors import DataError
-from bench.run.inference import whole_pixels
+from bench.run.inference import finite, whole_pixels
 from bench.core.labels import IGNORE, EvalSpace
 from bench.data.normalizers import Normalizer
 from bench.data.splits import (NormalizedScenes, Split, pad_to, reference_groups, tile_grid, tile_input,
@@ -27,7 +27,7 @@ from bench.data.splits import (NormalizedScenes, Split, pad_to, reference_groups
 
 def model_input(x: np.ndarray) -> torch.Tensor:
     """A normalized float32 array with NaN for nodata -> tensor with 0 for nodata."""
-    return torch.from_numpy(np.nan_to_num(x.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0))
+    return torch.from_numpy(finite(x.astype(np.float32)))  # a copy, made finite in place
 
 
 class RandomCrops(TorchDataset):

@@ -170,7 +170,7 @@ def predict(predictor: Predictor, source: str | Path, out: str | Path, probabili
         check_scene(raster)
         whole = whole_pixels if whole_pixels is not None else whole_pixels_of(len(predictor.bands))
         strips = tiling.strips(raster.height, raster.width, whole_pixels=whole)
-        reader = scene_reader(raster, predictor.normalizer, strips, progress)
+        reader = scene_reader(raster, predictor.normalizer, strips, progress, counts=not tiling.shift_nodata)
         with MaskWriter(Path(out), raster, predictor, tiling, fast, probabilities, probability_type) as writer:
             n_tiles = sum(len(list(tiling.tiles(r0, r1, raster.height, raster.width))) for r0, r1 in strips)
             own = bar is None
@@ -230,11 +230,14 @@ def check_outputs(outputs: list[Path], overwrite: bool, probability_type: str, p
                           "probabilities; leave out --probabilities")
 
 
-def scene_reader(raster: Raster, normalizer: Normalizer, strips: list[tuple[int, int]], progress: bool):  # noqa: ANN201
-    """``read(r0, r1)``: raw rows, ``nodata(r0, r1)``: where a band of them is NaN, and ``normalize``: the
+def scene_reader(raster: Raster, normalizer: Normalizer, strips: list[tuple[int, int]], progress: bool,
+                 counts: bool = False):  # noqa: ANN201
+    """``read(r0, r1)``: rows, ``nodata(r0, r1)``: where a band of them is nodata, and ``normalize``: the
     scene's normalization. A scene read whole is normalized whole (a scene-level normalizer sees all of it);
     read in strips, a scene-level normalizer takes its statistics from a first streamed pass, and
-    ``normalize`` is pointwise (it may be applied to tiles, so a strip is held once, unnormalized)."""
+    ``normalize`` is pointwise (it may be applied to tiles, so a strip is held once, unnormalized). With
+    ``counts`` (strips converted tile by tile), ``read`` gives the file's values and ``normalize`` makes
+    each tile reflectance first (:meth:`bench.data.rasters.Raster.read_counts`: half the memory)."""
     if normalizer.level == "scene" and len(strips) > 1:
         bar = Progress(len(strips), "strips", "scene statistics", enabled=progress)
 
@@ -247,13 +250,17 @@ def scene_reader(raster: Raster, normalizer: Normalizer, strips: list[tuple[int,
         bar.close()
     else:
         normalize = normalizer.scene_function([]) if normalizer.level != "scene" else normalizer.transform
+    counts = counts and len(strips) > 1
     held = HeldRows()  # the nodata mask of each strip read, until its rows are written
 
     def read(r0: int, r1: int) -> np.ndarray:
-        x = raster.read(r0, r1)
-        held.keep(r0, np.isnan(x).any(0))
+        x = raster.read_counts(r0, r1) if counts else raster.read(r0, r1)
+        held.keep(r0, raster.nodata(x))
         return x
 
+    if counts:
+        pointwise = normalize
+        normalize = lambda t: pointwise(raster.reflectance(t))  # noqa: E731
     return read, (lambda r0, r1: held.take(r0, r1)[0]), normalize
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from bench.core.labels import IGNORE, EvalSpace
 from bench.core.metrics import confusion, scores
 from bench.models.base import check_input
+from bench.run.inference import class_indices
 
 
 class SegmentationTask(pl.LightningModule):
@@ -53,7 +54,7 @@ class SegmentationTask(pl.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, ref = batch
-        pred = self.val_lut[self(x).argmax(1)]
+        pred = self.val_lut[class_indices(self(x))]
         self._cm += confusion(ref.cpu().numpy(), pred.cpu().numpy(), len(self.val_names))
 
     def on_validation_epoch_end(self) -> None:
