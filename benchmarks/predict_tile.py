@@ -67,6 +67,7 @@ def child(args: argparse.Namespace) -> dict:
     from bench.run.predict import Predictor, predict
 
     torch.set_num_threads(args.threads)
+    torch.manual_seed(0)  # the same random weights in each child: a second use finds the first's export
     model = get_registry().get("model", "unet_mnv2")
     model = replace(model, settings={**model.settings, "encoder_weights": None})
     net = model.build(in_channels=len(BANDS)).module.eval()

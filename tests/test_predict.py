@@ -16,11 +16,11 @@ from torch import nn
 
 from bench.cli import main
 from bench.core.errors import ConfigError, DataError
-from bench.data.normalizers import HistMatch, Percentile, PercentileScene
+from bench.data.normalizers import HistMatch, Percentile, PercentileScene, ZScore
 from bench.data.rasters import band_name, open_scene
 from bench.models.base import Contract
 from bench.run.inference import FastPaths, Tiling, class_batches, class_indices, predict_strips, resolve_precision
-from bench.run.predict import Predictor, predict
+from bench.run.predict import Predictor, looked_up, predict
 from conftest import UKIS_BANDS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -396,6 +396,20 @@ def test_a_scene_predicted_in_strips_equals_it_predicted_whole(tmp_path, ukis, n
         masks.append(rasterio.open(tmp_path / name).read(1))
     agree = (masks[0] == masks[1]).mean()
     assert agree == 1 if norm is None else agree > 0.99  # scene statistics: exact whole, streamed in strips
+
+
+@pytest.mark.parametrize("norm", [Percentile(), ZScore(), HistMatch(), PercentileScene()])
+def test_a_tile_of_digital_numbers_is_normalized_by_table_as_by_computing_it(tmp_path, norm):
+    rng = np.random.default_rng(0)
+    dn = rng.integers(0, 12000, (3, 50, 40)).astype(np.uint16)
+    dn[:, :4] = 0  # nodata
+    path = scene_tif(tmp_path, dn, ["B02", "B03", "B04"], nodata=0)
+    with open_scene(path, offset=-1000).select(["B02", "B03", "B04"]) as raster:
+        reflectance = raster.read(0, 50)
+        train = [(rng.uniform(0, 0.6, (3, 30, 30)).astype(np.float32), None)]
+        pointwise = norm.fit(train).scene_function([reflectance])  # a scene-level one: after its pass
+        counts = raster.read_counts(0, 50)[:, 7:41, 3:37]
+        np.testing.assert_array_equal(looked_up(raster, pointwise)(counts), pointwise(reflectance[:, 7:41, 3:37]))
 
 
 def test_a_folder_of_scenes_with_one_command_resumes_and_reports_a_failure(tmp_path, capsys):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -259,9 +260,31 @@ def scene_reader(raster: Raster, normalizer: Normalizer, strips: list[tuple[int,
         return x
 
     if counts:
-        pointwise = normalize
-        normalize = lambda t: pointwise(raster.reflectance(t))  # noqa: E731
+        normalize = looked_up(raster, normalize)
     return read, (lambda r0, r1: held.take(r0, r1)[0]), normalize
+
+
+def looked_up(raster: Raster, pointwise: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """``pointwise(raster.reflectance(counts))`` of a window of :meth:`Raster.read_counts`: for 8- and 16-bit
+    unsigned counts, a table of every value each band can hold, made once, so a tile is one look-up per
+    band instead of eight passes (conversion, offset, scale, nodata, normalization); the same float32
+    values as computing them."""
+    tables: dict[np.dtype, np.ndarray] = {}
+
+    def apply(counts: np.ndarray) -> np.ndarray:
+        if counts.dtype not in (np.uint8, np.uint16):
+            return pointwise(raster.reflectance(counts))
+        if counts.dtype not in tables:
+            every = np.arange(np.iinfo(counts.dtype).max + 1, dtype=counts.dtype)
+            every = np.ascontiguousarray(np.broadcast_to(every, (counts.shape[0], 1, every.size)))
+            tables[counts.dtype] = np.asarray(pointwise(raster.reflectance(every)), dtype=np.float32)[:, 0]
+        table = tables[counts.dtype]
+        out = np.empty(counts.shape, dtype=np.float32)
+        for band, c, o in zip(table, counts, out):
+            np.take(band, c, out=o)
+        return out
+
+    return apply
 
 
 def scene_strips(predictor: Predictor, reader, raster: Raster, tiling: Tiling, strips: list[tuple[int, int]],  # noqa: ANN001
@@ -357,7 +380,7 @@ class MaskWriter:
             if kind is None:
                 for (part, final), resampling in zip(self.parts, ["MODE", "AVERAGE"]):
                     cog = final.with_name(f".{final.name}.cog")
-                    copy_raster(part, cog, driver="COG", compress="DEFLATE", blocksize=512,
+                    copy_raster(part, cog, driver="COG", compress="DEFLATE", blocksize=512, NUM_THREADS="ALL_CPUS",
                                 overview_resampling=resampling, BIGTIFF="IF_SAFER")
                     os.replace(cog, final)
         finally:
