@@ -17,7 +17,7 @@ from torch import nn
 from bench.cli import main
 from bench.core.errors import ConfigError, DataError
 from bench.data.normalizers import HistMatch, Percentile, PercentileScene, ZScore
-from bench.data.rasters import band_name, open_scene
+from bench.data.rasters import SAMPLE_STRIPS, check_scene, band_name, open_scene
 from bench.models.base import Contract
 from bench.run.inference import FastPaths, Tiling, class_batches, class_indices, predict_strips, resolve_precision
 from bench.run.predict import Predictor, looked_up, predict
@@ -572,6 +572,21 @@ def test_the_input_check_samples_every_16th_row_and_column_of_a_pixel_interleave
     with open_scene(src, S2, None, 0.0).select(S2) as raster:
         assert raster.src.interleaving.value == "PIXEL"
         np.testing.assert_array_equal(raster.sample(), data[:, ::16, ::16].astype(np.float32) * np.float32(1e-4))
+        rows = np.r_[0:64:16, 256:300:16]  # 2 evenly spaced strips of the 5 of block rows: the first and last
+        np.testing.assert_array_equal(raster.sample(strips=2), data[:, rows, ::16].astype(np.float32) * np.float32(1e-4))
+
+
+def test_a_scene_is_refused_only_on_its_full_sample(tmp_path):
+    src = tmp_path / "scene.tif"
+    data = np.zeros((13, 300, 200), dtype=np.uint16)
+    data[:, 140:150] = 3000  # valid rows only in a strip that the first, sparse sample leaves out
+    with rasterio.open(src, "w", driver="GTiff", height=300, width=200, count=13, dtype="uint16", tiled=True,
+                       blockxsize=16, blockysize=16, interleave="pixel", nodata=0, crs="EPSG:32633",
+                       transform=from_origin(0, 0, 10, 10)) as dst:
+        dst.write(data)
+    with open_scene(src, S2, None, 0.0).select(S2) as raster:
+        assert not np.isfinite(raster.sample(strips=SAMPLE_STRIPS)).any()
+        check_scene(raster)  # accepted: the full sample has valid pixels
 
 
 def test_ramp_blending_masks_a_trained_model_as_cropping_does_but_for_seams(trained_run, tmp_path):
