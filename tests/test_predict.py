@@ -399,9 +399,10 @@ def test_a_scene_predicted_in_strips_equals_it_predicted_whole(tmp_path, ukis, n
 
 
 @pytest.mark.parametrize("norm", [Percentile(), ZScore(), HistMatch(), PercentileScene()])
-def test_a_tile_of_digital_numbers_is_normalized_by_table_as_by_computing_it(tmp_path, norm):
+@pytest.mark.parametrize("dtype", ["uint16", "uint8", "int16", "uint32"])  # by table, then computed
+def test_a_tile_of_digital_numbers_is_normalized_by_table_as_by_computing_it(tmp_path, norm, dtype):
     rng = np.random.default_rng(0)
-    dn = rng.integers(0, 12000, (3, 50, 40)).astype(np.uint16)
+    dn = rng.integers(0, 250 if dtype == "uint8" else 12000, (3, 50, 40)).astype(dtype)
     dn[:, :4] = 0  # nodata
     path = scene_tif(tmp_path, dn, ["B02", "B03", "B04"], nodata=0)
     with open_scene(path, offset=-1000).select(["B02", "B03", "B04"]) as raster:
@@ -409,6 +410,7 @@ def test_a_tile_of_digital_numbers_is_normalized_by_table_as_by_computing_it(tmp
         train = [(rng.uniform(0, 0.6, (3, 30, 30)).astype(np.float32), None)]
         pointwise = norm.fit(train).scene_function([reflectance])  # a scene-level one: after its pass
         counts = raster.read_counts(0, 50)[:, 7:41, 3:37]
+        assert counts.dtype == (np.float32 if dtype == "uint32" else dtype)  # 32-bit: read as reflectance
         np.testing.assert_array_equal(looked_up(raster, pointwise)(counts), pointwise(reflectance[:, 7:41, 3:37]))
 
 

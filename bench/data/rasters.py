@@ -12,9 +12,10 @@ product (folder or zip).
 
 Every reader gives ``read(row0, row1)``: the scene's rows in the requested bands as float32 reflectance
 (C, rows, width), NaN at nodata; memory is that of the rows read, never the whole scene. A strip that is
-converted tile by tile is held as the file stores it (``read_counts``: uint16 digital numbers, half the
-memory of float32), and each tile becomes reflectance as it is cut (``reflectance``: the same values as
-``read`` gives).
+converted tile by tile is held as the file stores it where that is 8- or 16-bit integers whose nodata is
+told by their values (``read_counts``: uint16 digital numbers take half the memory of float32; other files
+give float32 reflectance there too), and each tile becomes reflectance as it is cut (``reflectance``: the
+same values as ``read`` gives).
 """
 
 from __future__ import annotations
@@ -165,11 +166,11 @@ class GeoTiff(Raster):
 
     def counted_nodata(self) -> list[float] | None:
         """Each selected band's nodata value ([] where every value is valid), or None where a mask band
-        tells nodata (or the values are not integers): then :meth:`read_counts` gives reflectance."""
+        tells nodata or the values are not 8- or 16-bit integers: then :meth:`read_counts` gives reflectance."""
         from rasterio.enums import MaskFlags
 
         flags = [self.src.mask_flag_enums[self.bands.index(b)] for b in self.wanted]
-        if not self.integer:
+        if not self.integer or np.dtype(self.src.dtypes[0]).itemsize > 2:  # 32-bit: float32 compares inexactly
             return None
         if all(MaskFlags.all_valid in f for f in flags):
             return []

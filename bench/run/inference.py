@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -361,7 +362,7 @@ class HeldRows:
             return tuple(a[r0 - top:r1 - top] for a in self.held[top])
 
 
-Reader = Callable[[int, int], np.ndarray]  # rows r0:r1 -> (C, r1 - r0, W) model-ready input, NaN = nodata
+Reader = Callable[[int, int], np.ndarray]  # rows r0:r1 -> (C, r1 - r0, W): input, NaN = nodata, or values a tile_fn converts
 Batch = Callable[[torch.Tensor], np.ndarray]  # (N, C, T, T) -> (N, K, T, T) per-pixel outputs
 
 
@@ -448,7 +449,9 @@ def finite(x: np.ndarray) -> np.ndarray:
 
 
 def lower_priority(nice: int = READ_AHEAD_NICE) -> None:
-    """This thread's scheduling priority lowered (Linux; elsewhere left as it is)."""
+    """This thread's scheduling priority lowered (Linux, where a thread has its own; elsewhere left as it is)."""
+    if not sys.platform.startswith("linux"):
+        return
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
     except (AttributeError, OSError):

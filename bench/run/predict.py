@@ -237,8 +237,9 @@ def scene_reader(raster: Raster, normalizer: Normalizer, strips: list[tuple[int,
     scene's normalization. A scene read whole is normalized whole (a scene-level normalizer sees all of it);
     read in strips, a scene-level normalizer takes its statistics from a first streamed pass, and
     ``normalize`` is pointwise (it may be applied to tiles, so a strip is held once, unnormalized). With
-    ``counts`` (strips converted tile by tile), ``read`` gives the file's values and ``normalize`` makes
-    each tile reflectance first (:meth:`bench.data.rasters.Raster.read_counts`: half the memory)."""
+    ``counts``, ``read`` gives the file's values (:meth:`bench.data.rasters.Raster.read_counts`: half the
+    memory for uint16) and ``normalize`` makes them reflectance first, of a tile (a torch model) or of a
+    strip (a scene model)."""
     if normalizer.level == "scene" and len(strips) > 1:
         bar = Progress(len(strips), "strips", "scene statistics", enabled=progress)
 
@@ -281,7 +282,7 @@ def looked_up(raster: Raster, pointwise: Callable[[np.ndarray], np.ndarray]) -> 
         table = tables[counts.dtype]
         out = np.empty(counts.shape, dtype=np.float32)
         for band, c, o in zip(table, counts, out):
-            np.take(band, c, out=o)
+            np.take(band, c, out=o, mode="clip")  # every index is in range; clip writes out directly
         return out
 
     return apply

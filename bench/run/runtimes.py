@@ -181,7 +181,7 @@ def openvino_logits(path: Path, precision: str, threads: int) -> Logits:
     core = ov.Core()
     model = core.read_model(str(path))
     config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32", "INFERENCE_NUM_THREADS": threads}
-    compiled: dict[str, Any] = {}  # shape -> (model, request): one at a time
+    compiled: dict[tuple[int, ...], Any] = {}  # input shape -> (model, request): one at a time
 
     def request(shape: tuple[int, ...]) -> tuple[Any, Any]:
         if shape not in compiled:
