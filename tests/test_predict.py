@@ -18,8 +18,8 @@ from bench.cli import main
 from bench.core.errors import ConfigError, DataError
 from bench.data.normalizers import HistMatch, Percentile, PercentileScene, ZScore
 from bench.data.rasters import SAMPLE_STRIPS, check_scene, band_name, open_scene
-from bench.models.base import Contract
-from bench.run.inference import FastPaths, Tiling, class_batches, class_indices, predict_strips, resolve_precision
+from bench.models.base import Contract, class_indices
+from bench.run.inference import FastPaths, Tiling, class_batches, predict_strips, resolve_precision
 from bench.run.predict import Predictor, looked_up, predict
 from conftest import UKIS_BANDS
 

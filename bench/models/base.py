@@ -245,6 +245,12 @@ def user_data_file(app: str, name: str) -> Path | None:
     return next((p for p in (root / name, *(d / name for d in versions)) if p.is_file()), None)
 
 
+def class_indices(logits: "torch.Tensor", keepdim: bool = False) -> "torch.Tensor":
+    """The class of each pixel of (N, K, H, W) logits: the first of its largest (``argmax(1)``, through
+    ``max``: on the CPU, torch's argmax over a channel dimension is 10 to 20 times slower)."""
+    return logits.max(1, keepdim=keepdim).indices
+
+
 def check_input(x: torch.Tensor, in_channels: int) -> None:
     """Refuse input whose band count differs from the model's ``in_channels``."""
     if x.ndim != 4 or x.shape[1] != in_channels:

@@ -32,17 +32,11 @@ from bench.core.errors import ConfigError
 from bench.core.labels import IGNORE, N_CLASSES
 from bench.data.splits import WHOLE_BYTES, whole_pixels  # noqa: F401 - the memory budget, used here and re-exported
 from bench.core.recipe import BLENDS, PRECISIONS
-from bench.models.base import Contract, SceneModel
+from bench.models.base import Contract, SceneModel, class_indices
 
 WHOLE_PIXELS = whole_pixels(13)
 _compiled: "weakref.WeakKeyDictionary[nn.Module, Callable]" = weakref.WeakKeyDictionary()
 _choosers: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
-
-
-def class_indices(logits: torch.Tensor, keepdim: bool = False) -> torch.Tensor:
-    """The class of each pixel of (N, K, H, W) logits: the first of its largest (``argmax(1)``, through
-    ``max``: on the CPU, torch's argmax over a channel dimension is 10 to 20 times slower)."""
-    return logits.max(1, keepdim=keepdim).indices
 
 
 #: set to ``fast`` or ``slow`` to override what :func:`bf16_is_fast` detects (``auto`` then picks bf16, or

@@ -40,7 +40,7 @@ from torch import nn
 from bench.core.errors import ConfigError
 from bench.core.results import CACHE, atomic, write_json
 from bench.data.splits import pad_to, tile_grid
-from bench.run.inference import class_indices
+from bench.models.base import class_indices
 
 EXPORTED = ("onnxruntime", "openvino")
 #: least argmax agreement with torch fp32 on the first batch for an exported runtime to be used (int8

@@ -15,8 +15,8 @@ from torch import nn
 
 from bench.core.labels import IGNORE, EvalSpace
 from bench.core.metrics import confusion, scores
-from bench.models.base import check_input
-from bench.run.inference import class_indices
+from bench.models.base import check_input, class_indices
+
 
 
 class SegmentationTask(pl.LightningModule):
