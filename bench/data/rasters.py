@@ -160,6 +160,10 @@ class GeoTiff(Raster):
             self.mark_nodata(x, idx, window)
         except Exception as err:
             raise DataError(f"{self.path}: cannot read rows {row0}-{row1} ({err})") from None
+        return self.scaled(x)
+
+    def scaled(self, x: np.ndarray) -> np.ndarray:
+        """float32 values of the file as reflectance, in place: (value + offset) x scale."""
         x += np.float32(self.offset)
         x *= np.float32(self.scale)
         return x
@@ -195,9 +199,7 @@ class GeoTiff(Raster):
         x = counts.astype(np.float32)
         for band, c, value in zip(x, counts, self.counted_nodata() or []):
             band[c == value] = np.nan
-        x += np.float32(self.offset)
-        x *= np.float32(self.scale)
-        return x
+        return self.scaled(x)
 
     def nodata(self, counts: np.ndarray) -> np.ndarray:
         if counts.dtype.kind == "f":
@@ -238,7 +240,7 @@ class GeoTiff(Raster):
                                    for r in starts], axis=1)
         shape = (len(idx), max(self.height // step, 1), max(self.width // step, 1))
         raw = self.src.read(idx, out_shape=shape, masked=True, resampling=Resampling.nearest)
-        x = (raw.data.astype(np.float32) + np.float32(self.offset)) * np.float32(self.scale)
+        x = self.scaled(raw.data.astype(np.float32))
         x[np.ma.getmaskarray(raw)] = np.nan
         return x
 
@@ -297,12 +299,8 @@ class Safe(Raster):
         from rasterio.enums import Resampling  # JPEG 2000 decodes a decimated read from its own levels
 
         shape = (max(self.height // step, 1), max(self.width // step, 1))
-        out = np.empty((len(self.wanted), *shape), dtype=np.float32)
-        for i, b in enumerate(self.wanted):
-            dn = self.sources[b].read(1, out_shape=shape, resampling=Resampling.nearest)
-            out[i] = (dn.astype(np.float32) + np.float32(self.offsets[b])) / np.float32(self.quantification)
-            out[i][dn == 0] = np.nan
-        return out
+        return self.reflectance(np.stack([self.sources[b].read(1, out_shape=shape, resampling=Resampling.nearest)
+                                          for b in self.wanted]))
 
     def close(self) -> None:
         for v in {*self.views.values(), *self.sources.values()}:
