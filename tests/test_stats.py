@@ -171,3 +171,25 @@ def test_hierarchical_bootstrap_with_one_seed_is_the_block_bootstrap():
     assert (h.low, h.high, h.seeds) == (p.low, p.high, (1, 1))
     three = hierarchical_bootstrap(np.concatenate([a, a, a]), np.concatenate([b, b, b]), resamples=500)
     assert three.seeds == (3, 3) and three.diff == pytest.approx(p.diff)  # identical seeds: same difference
+
+
+def test_a_draw_on_which_the_score_is_undefined_is_left_out_of_the_interval():
+    """BOA needs cloud and not cloud: two test blocks, one all cloud, one all clear, make a quarter of the
+    draws all cloud and another quarter all clear. The interval comes from the other draws, without a
+    warning."""
+    import warnings
+    from functools import partial
+
+    from bench.boards.stats import hierarchical_bootstrap
+    from bench.core.metrics import boa
+
+    cloudy, clear = np.array([[0, 0], [10, 90]]), np.array([[95, 5], [0, 0]])  # rows: reference not cloud, cloud
+    a = np.stack([clear, cloudy])[None]
+    b = np.stack([np.array([[80, 20], [0, 0]]), np.array([[0, 0], [30, 70]])])[None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        one = paired_bootstrap(a, b, resamples=400, stat=partial(boa, positive=[1]))
+        three = hierarchical_bootstrap(np.concatenate([a, a, a]), np.concatenate([b, b * 2, b]), resamples=400,
+                                       stat=partial(boa, positive=[1]))
+    assert one.diff == pytest.approx((0.95 + 0.9) / 2 - (0.8 + 0.7) / 2)
+    assert np.isfinite([one.low, one.high, three.low, three.high]).all() and one.low <= one.diff <= one.high

@@ -92,7 +92,7 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, s
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"A and B must cover the same blocks and classes, got {a.shape} and {b.shape}")
     n = a.shape[1]
-    observed = float(np.nanmean(stat(a.sum(1))) - np.nanmean(stat(b.sum(1))))
+    observed = float(nanmean(stat(a.sum(1))) - nanmean(stat(b.sum(1))))
     rng = np.random.default_rng(seed)
     diffs = np.empty(resamples)
     chunk = max(1, 2_000_000 // max(n, 1))  # bound the (replicates x blocks) weight matrix
@@ -101,11 +101,12 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, s
         draws = rng.integers(0, n, size=(m, n))
         weights = np.zeros((m, n))
         np.add.at(weights, (np.repeat(np.arange(m), n), draws.ravel()), 1.0)
-        stat_a = np.nanmean(stat(np.einsum("rn,snkl->rskl", weights, a)), axis=1)
-        stat_b = np.nanmean(stat(np.einsum("rn,snkl->rskl", weights, b)), axis=1)
+        stat_a = nanmean(stat(np.einsum("rn,snkl->rskl", weights, a)), axis=1)
+        stat_b = nanmean(stat(np.einsum("rn,snkl->rskl", weights, b)), axis=1)
         diffs[start:start + m] = stat_a - stat_b
-    low, high = np.quantile(diffs, [0.5 - level / 2, 0.5 + level / 2])
-    return Comparison(observed, float(low), float(high), float(np.mean(diffs <= 0)), n, resamples,
+    diffs = diffs[np.isfinite(diffs)]  # a draw on which the statistic is undefined (BOA of blocks without cloud)
+    low, high = np.quantile(diffs, [0.5 - level / 2, 0.5 + level / 2]) if len(diffs) else (math.nan, math.nan)
+    return Comparison(observed, float(low), float(high), float(np.mean(diffs <= 0)) if len(diffs) else math.nan, n, resamples,
                       (a.shape[0], b.shape[0]))
 
 
@@ -124,11 +125,12 @@ def hierarchical_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = RESAMP
     weights = block_weights(rng, a.shape[1], resamples)
     diffs = _seed_resampled(rng, weights, a, stat) - _seed_resampled(rng, weights, b, stat)
     per_run_a, per_run_b = stat(a.sum(1)), stat(b.sum(1))
-    observed = float(np.nanmean(per_run_a) - np.nanmean(per_run_b))
+    observed = float(nanmean(per_run_a) - nanmean(per_run_b))
     va, vb = (np.nanvar(x, ddof=1) / len(x) if len(x) > 1 else 0.0 for x in (per_run_a, per_run_b))
     df = (va + vb) ** 2 / sum(v ** 2 / (len(x) - 1) for v, x in ((va, a), (vb, b)) if len(x) > 1 and v > 0) \
         if va + vb > 0 else max(len(a), len(b)) - 1
-    se = float(np.nanstd(diffs, ddof=1))
+    diffs = diffs[np.isfinite(diffs)]  # a draw on which the statistic is undefined
+    se = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else math.nan
     half = float(stats.t.ppf(0.5 + level / 2, df)) * se
     p = float(stats.t.sf(observed / se, df)) if se > 0 else float(observed <= 0)
     return Comparison(observed, observed - half, observed + half, p, a.shape[1], resamples, (len(a), len(b)))
@@ -150,8 +152,17 @@ def _seed_resampled(rng: np.random.Generator, weights: np.ndarray, x: np.ndarray
     if n < 2:
         return per_run[:, 0]
     drawn = np.take_along_axis(per_run, rng.integers(0, n, size=per_run.shape), axis=1)
-    centre = np.nanmean(per_run, axis=1)
-    return centre + np.sqrt(n / (n - 1)) * (np.nanmean(drawn, axis=1) - centre)
+    centre = nanmean(per_run, axis=1)
+    return centre + np.sqrt(n / (n - 1)) * (nanmean(drawn, axis=1) - centre)
+
+
+def nanmean(x: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """The mean of the defined values along ``axis``; NaN, without a warning, where there is none."""
+    x = np.asarray(x, dtype=np.float64)
+    defined = np.isfinite(x)
+    count = defined.sum(axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(defined, x, 0.0).sum(axis) / np.where(count > 0, count, np.nan)
 
 
 def blocks_of(results: list[dict[str, Any]], ids: list[str] | None = None) -> tuple[list[str], np.ndarray] | None:
