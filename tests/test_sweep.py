@@ -24,9 +24,9 @@ from bench.sweep.grid import Grid, expand
 pytestmark = pytest.mark.filterwarnings("ignore:imagenet weights", "ignore:normalization sanity")
 
 TINY = ["--patch-size", "64", "--batch-size", "4", "--samples-per-epoch", "8", "--epochs", "3", "--wandb", "off"]
-#: 2 scenarios sharing one training set x 2 normalizers x 3 seeds = 12 cells, 6 trained models
+#: 2 scenarios sharing one training set x 2 normalizers x 2 seeds = 8 cells, 4 trained models
 GRID = ["--models", "unet_mnv2", "--norms", "none,percentile", "--adapt", "none",
-        "--scenarios", "samples_intra,samples_cross", "--seeds", "3", *TINY, "--jobs", "4", "--quiet"]
+        "--scenarios", "samples_intra,samples_cross", "--seeds", "2", *TINY, "--jobs", "4", "--quiet"]
 
 
 def sweep_args(out: Path, *extra: str) -> list[str]:
@@ -60,7 +60,7 @@ def test_dry_run_lists_cells_and_trains_each_model_once(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """The 12-cell grid run without interruption, four workers writing to one results folder."""
+    """The 8-cell grid run without interruption, four workers writing to one results folder."""
     out = tmp_path_factory.mktemp("reference")
     assert main(sweep_args(out)) == 0
     return out
@@ -68,11 +68,11 @@ def reference(tmp_path_factory):
 
 def test_four_parallel_workers_lose_nothing(reference):
     paths = results_in(reference)
-    assert len(paths) == 12 and all(read_result(p) is not None for p in paths)
+    assert len(paths) == 8 and all(read_result(p) is not None for p in paths)
     assert not list(reference.rglob("*.corrupt")) and not list(reference.rglob("*.tmp"))
-    assert len(list((reference / "models").glob("*/model.pt"))) == 6
+    assert len(list((reference / "models").glob("*/model.pt"))) == 4
     board = pd.read_csv(reference / "lb" / "samples_cross.csv", dtype={"seeds": str})
-    assert list(board["runs"]) == [3, 3] and set(board["seeds"]) == {"0,1,2"}  # 2 rows x 3 seeds each
+    assert list(board["runs"]) == [2, 2] and set(board["seeds"]) == {"0,1"}  # 2 rows x 2 seeds each
 
 
 def processes_mentioning(text: Path) -> list[str]:
@@ -97,12 +97,12 @@ def test_killed_sweep_resumes_to_the_same_leaderboard(reference, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     at_kill = len(results_in(out))
-    assert 2 <= at_kill < 12, "the kill should land part way through the grid"
+    assert 2 <= at_kill < 8, "the kill should land part way through the grid"
     time.sleep(1)
     assert not processes_mentioning(out), "workers must die with the sweep"
 
     assert main(sweep_args(out)) == 0  # the same command again
-    assert len(results_in(out)) == 12
+    assert len(results_in(out)) == 8
     for name in ("samples_intra", "samples_cross"):  # all but wall time, which no rerun repeats
         assert without_timing(out / "lb" / f"{name}.csv") == without_timing(reference / "lb" / f"{name}.csv")
 
@@ -119,7 +119,7 @@ def without_timing(csv: Path) -> str:
 def test_rerun_of_a_finished_sweep_does_nothing(reference, capsys):
     before = {p: p.stat().st_mtime_ns for p in results_in(reference)}
     assert main(sweep_args(reference, "--dry-run")) == 0
-    assert "12 cells: 12 cached, 0 to run; 0 models to train" in capsys.readouterr().out
+    assert "8 cells: 8 cached, 0 to run; 0 models to train" in capsys.readouterr().out
     assert main(sweep_args(reference)) == 0
     assert {p: p.stat().st_mtime_ns for p in results_in(reference)} == before
 
@@ -213,7 +213,7 @@ def test_html_report_renders_in_headless_chromium(reference, tmp_path):
     page = dom("samples_cross.html")
     rows = re.findall(r'<tr class="(\w*)" data-row="([^"]+)">(.*?)</tr>', page)
     assert {r[1] for r in rows} == {"unet_mnv2/none/none", "unet_mnv2/percentile/none"}
-    assert all("±" in r[2] for r in rows)  # three seeds: every metric has its interval
+    assert all("±" in r[2] for r in rows)  # two seeds: every metric has its interval
     assert rows[0][0] == "best" and "in-dist" in page and "samples_intra" in page
     assert "seed 0" in page and "model folder" in page  # provenance of each row
     loaded, total = map(int, re.search(r'data-images="(\d+)/(\d+)"', page).groups())
