@@ -409,9 +409,14 @@ def test_a_tile_of_digital_numbers_is_normalized_by_table_as_by_computing_it(tmp
         reflectance = raster.read(0, 50)
         train = [(rng.uniform(0, 0.6, (3, 30, 30)).astype(np.float32), None)]
         pointwise = norm.fit(train).scene_function([reflectance])  # a scene-level one: after its pass
-        counts = raster.read_counts(0, 50)[:, 7:41, 3:37]
+        counts = raster.read_counts(0, 50)[:, 2:41, 3:37]  # rows 2 and 3 nodata
         assert counts.dtype == (np.float32 if dtype == "uint32" else dtype)  # 32-bit: read as reflectance
-        np.testing.assert_array_equal(looked_up(raster, pointwise)(counts), pointwise(reflectance[:, 7:41, 3:37]))
+        expected = pointwise(reflectance[:, 2:41, 3:37])
+        np.testing.assert_array_equal(looked_up(raster, pointwise)(counts), expected)
+        batch = np.full((2, *counts.shape), np.nan, dtype=np.float32)  # into a model's batch: nodata as 0
+        looked_up(raster, pointwise).into(counts, batch[1])
+        np.testing.assert_array_equal(batch[1], np.where(np.isfinite(expected), expected, 0))
+        assert np.isnan(batch[0]).all() and not np.isfinite(expected).all()
 
 
 def test_a_folder_of_scenes_with_one_command_resumes_and_reports_a_failure(tmp_path, capsys):

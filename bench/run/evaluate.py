@@ -206,9 +206,9 @@ class Scored:
 
 def unlabelled_batches(scene: SceneInput, tiling: Tiling, batch_size: int, device: str, tile_fn=None):  # noqa: ANN001, ANN201
     """The model inputs of ``scene``, batch by batch, without its reference (what an adapter may see)."""
-    tiles = tile_stream(scene.read, scene.height, scene.width, tiling, scene.strips, tile_fn)
+    tiles = tile_stream(scene.read, scene.height, scene.width, tiling, scene.strips)
     size = tiling.shape(scene.height, scene.width)
-    return (x.to(device) for _, x in input_batches(tiles, batch_size, size, tiling.pad))
+    return (x.to(device) for _, x in input_batches(tiles, batch_size, size, tiling.pad, tile_fn))
 
 
 def evaluate(model: nn.Module | SceneModel, normalizer: Normalizer, test: Split, space: EvalSpace, patch: int,

@@ -269,22 +269,35 @@ def looked_up(raster: Raster, pointwise: Callable[[np.ndarray], np.ndarray]) -> 
     """``pointwise(raster.reflectance(counts))`` of a window of :meth:`Raster.read_counts`: for 8- and 16-bit
     unsigned counts, a table of every value each band can hold, made once, so a tile is one look-up per
     band instead of eight passes (conversion, offset, scale, nodata, normalization); the same float32
-    values as computing them."""
-    tables: dict[np.dtype, np.ndarray] = {}
+    values as computing them. Its ``into(counts, out)`` writes them into ``out`` with NaN and inf as 0 (a
+    model's input, :func:`bench.run.inference.input_batches`)."""
+    tables: dict[tuple[np.dtype, bool], np.ndarray] = {}
+
+    def table(dtype: np.dtype, bands: int, finite: bool) -> np.ndarray:
+        if (dtype, finite) not in tables:
+            every = np.arange(np.iinfo(dtype).max + 1, dtype=dtype)
+            every = np.ascontiguousarray(np.broadcast_to(every, (bands, 1, every.size)))
+            t = np.asarray(pointwise(raster.reflectance(every)), dtype=np.float32)[:, 0]
+            tables[(dtype, finite)] = np.where(np.isfinite(t), t, np.float32(0)) if finite else t
+        return tables[(dtype, finite)]
+
+    def into(counts: np.ndarray, out: np.ndarray) -> None:
+        if counts.dtype not in (np.uint8, np.uint16):
+            np.copyto(out, apply(counts), casting="unsafe")
+            np.copyto(out, 0, where=~np.isfinite(out))
+            return
+        for band, c, o in zip(table(counts.dtype, len(counts), True), counts, out):
+            np.take(band, c, out=o, mode="clip")  # every index is in range; clip writes out directly
 
     def apply(counts: np.ndarray) -> np.ndarray:
         if counts.dtype not in (np.uint8, np.uint16):
             return pointwise(raster.reflectance(counts))
-        if counts.dtype not in tables:
-            every = np.arange(np.iinfo(counts.dtype).max + 1, dtype=counts.dtype)
-            every = np.ascontiguousarray(np.broadcast_to(every, (counts.shape[0], 1, every.size)))
-            tables[counts.dtype] = np.asarray(pointwise(raster.reflectance(every)), dtype=np.float32)[:, 0]
-        table = tables[counts.dtype]
         out = np.empty(counts.shape, dtype=np.float32)
-        for band, c, o in zip(table, counts, out):
-            np.take(band, c, out=o, mode="clip")  # every index is in range; clip writes out directly
+        for band, c, o in zip(table(counts.dtype, len(counts), False), counts, out):
+            np.take(band, c, out=o, mode="clip")
         return out
 
+    apply.into = into
     return apply
 
 
