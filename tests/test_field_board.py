@@ -94,3 +94,14 @@ def test_the_html_page_switches_between_metric_sets(tmp_path):
     figure = re.search(r'<img src="(figures/samples_cross/probabilities.png)" alt="reliability', page)
     assert figure and (tmp_path / "site" / figure.group(1)).stat().st_size > 1000
     assert "showSet" in (tmp_path / "site" / "board.js").read_text()
+
+
+def test_a_board_of_single_runs_prints_every_score_with_three_decimals(tmp_path):
+    """Without a ± in a column, a score is still written 1.000, not 1 (a Markdown table that parses the
+    cells as numbers drops the zeros and a difference's sign)."""
+    perfect = {"a": [[90, 0], [0, 10]], "b": [[30, 0], [0, 70]]}
+    stored(tmp_path, result("percentile", perfect), result("none", POOR))
+    write_leaderboards(tmp_path)
+    rows = [line for line in (tmp_path / "leaderboards" / "samples_cross.md").read_text().splitlines()
+            if line.startswith("| unet_mnv2 | percentile")]
+    assert rows and all("| 1.000 " in line for line in rows[:2]) and not any("| 1 |" in line for line in rows[:3])

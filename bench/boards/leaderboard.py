@@ -380,12 +380,12 @@ def markdown(name: str, results: list[dict[str, Any]], df: pd.DataFrame, command
     training settings that rows pool (``--merge-recipes``)."""
     s = results[0]["scenario"]
     space = results[0]["metrics"].get("label_space", {})
-    extra = {k: t.to_markdown(index=False, missingval="") for k, t in field_tables(df, row_columns(df)).items()}
+    extra = {k: t.to_markdown(index=False, missingval="", disable_numparse=True) for k, t in field_tables(df, row_columns(df)).items()}
     return render("board.md.j2", name=name, scenario=s, command=command, n=len(results), level=f"{LEVEL:.0%}",
                   field=extra, cover_scenes=cover_scenes(df),
                   label_space="; ".join(f"`{g}` = {' + '.join(c)}" for g, c in space.items()),
                   compared=bool(df["tied"].notna().any()), shift=bool(s.get("definition", {}).get("shift")),
-                  in_dist="mIoU in-dist" in df, tau=kendall_tau(df), table=display(df).to_markdown(index=False, missingval=""),
+                  in_dist="mIoU in-dist" in df, tau=kendall_tau(df), table=display(df).to_markdown(index=False, missingval="", disable_numparse=True),
                   leading=[(row_name(a), row_name(b), c) for a, b, c in leading_comparisons(df, row_groups(results))],
                   warnings=list(twins), merged=list(merged), single_seed=single_seed(df, results),
                   pretrained=pretrained_models(results), unranked=not df["ranked"].all(),
