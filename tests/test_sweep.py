@@ -210,6 +210,8 @@ def test_html_report_renders_in_headless_chromium(reference, tmp_path):
 
     index = dom("index.html")
     assert "href=\"samples_cross.html\"" in index and "href=\"samples_intra.html\"" in index
+    width, window = map(int, re.search(r'data-width="(\d+)/(\d+)"', index).groups())
+    assert width <= window == 1280  # long descriptions wrap
     page = dom("samples_cross.html")
     rows = re.findall(r'<tr class="(\w*)" data-row="([^"]+)">(.*?)</tr>', page)
     assert {r[1] for r in rows} == {"unet_mnv2/none/none", "unet_mnv2/percentile/none"}
@@ -269,6 +271,11 @@ def test_set_crosses_a_model_setting_into_rows_of_their_own(tmp_path, capsys):
                for p, m in zip(cells, (0.5, 0.7, 0.6))]
     df = table(results)
     assert df["recipe"].tolist() == ["threshold=0.4", "threshold=0.5", "threshold=0.3"]  # sorted by mIoU
+    from bench.boards.report import board_rows
+
+    columns = {c["name"]: c["extra"] for c in board_rows(df)[0]}
+    assert columns["recipe"] is False  # the one column telling these rows apart is shown on the page
+    assert {c["name"]: c["extra"] for c in board_rows(df.iloc[:1])[0]}["recipe"] is True  # else picked
 
 
 def test_set_refuses_what_the_model_does_not_take():

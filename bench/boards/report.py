@@ -33,7 +33,7 @@ INDEX_COUNT = r'<meta name=scenarios content="?(\d+)'
 
 
 #: columns a scenario page hides until the reader picks them (the row's tooltip tells most of them)
-EXTRA = ("trained on", "runs", "seeds", "steps", "train s", "reference", "commit", "in-dist (scenario)",
+EXTRA = ("recipe", "trained on", "runs", "seeds", "steps", "train s", "reference", "commit", "in-dist (scenario)",
          "rank in-dist → here")
 
 
@@ -52,8 +52,9 @@ def is_extra(column: str) -> bool:
 
 def row_tooltip(row: pd.Series) -> str:
     """What a row's first cell tells on hover: what the model learned from, its runs and commits."""
-    return (f"trained on: {row.get('trained on', '?')}; {row.get('runs', '?')} run(s), seeds {row.get('seeds', '')}; "
-            f"commit {row.get('commit', '?')}")
+    recipe = f"recipe: {row['recipe']}; " if isinstance(row.get("recipe"), str) and row["recipe"] else ""
+    return (f"{recipe}trained on: {row.get('trained on', '?')}; {row.get('runs', '?')} run(s), seeds "
+            f"{row.get('seeds', '')}; commit {row.get('commit', '?')}")
 
 
 def board_rows(df: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -70,7 +71,14 @@ def board_rows(df: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, A
                        title=row_tooltip(df.loc[i]) if j == 0 else None) for j, c in enumerate(shown.columns)]
         rows.append({"cls": {"best": "best", "yes": "tied"}.get(df.loc[i, "tied"], ""),
                      "id": row_name(tuple(df.loc[i, KEYS])), "cells": cells})
-    return [{"name": c, "extra": is_extra(c)} for c in shown.columns], rows
+    needed = recipe_tells_rows_apart(shown)
+    return [{"name": c, "extra": is_extra(c) and not (c == "recipe" and needed)} for c in shown.columns], rows
+
+
+def recipe_tells_rows_apart(shown: pd.DataFrame) -> bool:
+    """Rows alike but for their recipe (a ``--set`` sweep): then the recipe is shown, not only picked."""
+    alike = [c for c in ("model", "norm", "adapt", "mode") if c in shown]
+    return "recipe" in shown and bool(shown.duplicated(subset=alike, keep=False).any())
 
 
 def metric_sets(df: pd.DataFrame) -> list[dict[str, Any]]:
