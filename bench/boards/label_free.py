@@ -39,7 +39,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.boards.render import render, warn_if_shrinks  # noqa: E402
+from bench.boards.render import markdown_table, render, warn_if_shrinks  # noqa: E402
 from bench.core.label_free import agreement_on_the_line, pixel_agreement, spearman  # noqa: E402
 from bench.core.results import write_text  # noqa: E402
 
@@ -415,9 +415,9 @@ def write_label_free_board(results: list[dict[str, Any]], dest: Path, command: s
     csv = pd.concat([board.run.assign(level="run"), board.scene.assign(level="scene")], ignore_index=True)
     csv["groups"] = csv["groups"].astype("Int64")  # blank at scene level
     write_text(dest / f"{NAME}.csv", csv[["level", *SUMMARY_COLUMNS]].to_csv(index=False, float_format="%.4f"))
-    sections = [{**s, "run": shown_summary(s["run"]).to_markdown(index=False, missingval="", disable_numparse=True),
-                 "scene": shown_summary(s["scene"]).to_markdown(index=False, missingval="", disable_numparse=True),
-                 "worst": shown_worst(s["worst"]).to_markdown(index=False, missingval="", disable_numparse=True)} for s in board.sections()]
+    sections = [{**s, "run": markdown_table(shown_summary(s["run"])),
+                 "scene": markdown_table(shown_summary(s["scene"])),
+                 "worst": markdown_table(shown_worst(s["worst"]))} for s in board.sections()]
     warn_if_shrinks(dest / f"{NAME}.md", BOARD_COUNT, len(board.results), "results")
     return write_text(dest / f"{NAME}.md", render("label_free.md.j2", command=command or "bench leaderboard",
                                                   sections=sections, **board.header()))

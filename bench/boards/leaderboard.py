@@ -37,7 +37,7 @@ from bench.boards.field import add_field_columns, cover_scenes, field_tables
 from bench.boards.label_free import write_label_free_board
 from bench.boards.plots import severity_columns, severity_plot
 from bench.boards.stats import LEVEL, Comparison, blocks_of, hierarchical_bootstrap, seed_interval
-from bench.boards.render import fmt, render, warn_if_shrinks
+from bench.boards.render import fmt, markdown_table, render, warn_if_shrinks
 from bench.core.labels import CLASSES
 from bench.core.results import file_lock, load_results, write_text
 
@@ -380,12 +380,12 @@ def markdown(name: str, results: list[dict[str, Any]], df: pd.DataFrame, command
     training settings that rows pool (``--merge-recipes``)."""
     s = results[0]["scenario"]
     space = results[0]["metrics"].get("label_space", {})
-    extra = {k: t.to_markdown(index=False, missingval="", disable_numparse=True) for k, t in field_tables(df, row_columns(df)).items()}
+    extra = {k: markdown_table(t) for k, t in field_tables(df, row_columns(df)).items()}
     return render("board.md.j2", name=name, scenario=s, command=command, n=len(results), level=f"{LEVEL:.0%}",
                   field=extra, cover_scenes=cover_scenes(df),
                   label_space="; ".join(f"`{g}` = {' + '.join(c)}" for g, c in space.items()),
                   compared=bool(df["tied"].notna().any()), shift=bool(s.get("definition", {}).get("shift")),
-                  in_dist="mIoU in-dist" in df, tau=kendall_tau(df), table=display(df).to_markdown(index=False, missingval="", disable_numparse=True),
+                  in_dist="mIoU in-dist" in df, tau=kendall_tau(df), table=markdown_table(display(df)),
                   leading=[(row_name(a), row_name(b), c) for a, b, c in leading_comparisons(df, row_groups(results))],
                   warnings=list(twins), merged=list(merged), single_seed=single_seed(df, results),
                   pretrained=pretrained_models(results), unranked=not df["ranked"].all(),

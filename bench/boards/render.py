@@ -51,3 +51,9 @@ def fmt(mean: float, half: float = math.nan) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return ""
     return f"{mean:.3f}" if half is None or math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
+
+
+def markdown_table(df) -> str:  # noqa: ANN001 - a pandas DataFrame
+    """``df`` as a Markdown table, its cells as formatted (tabulate would re-parse ``1.000`` as 1 and
+    ``+0.053`` as 0.053), blank where missing."""
+    return df.to_markdown(index=False, missingval="", disable_numparse=True)

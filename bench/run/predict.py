@@ -35,8 +35,8 @@ from bench.data.rasters import Raster, check_scene, open_scene
 from bench.models.base import MASKS, TRAINED, Contract, SceneModel, contract_of
 from bench.run.checkpoints import load_torch
 from bench.run.inference import whole_pixels as whole_pixels_of
-from bench.run.inference import (FastPaths, HeldRows, Tiling, class_batches, model_tiling, predict_strips,
-                                 scene_model_strips)
+from bench.run.inference import (FastPaths, HeldRows, Tiling, class_batches, finite, model_tiling,
+                                 predict_strips, scene_model_strips)
 from bench.run.plan import MODEL_FILE, RunConfig, find_weights
 
 NODATA = IGNORE  # 255 in the class mask and in uint8 probabilities
@@ -273,29 +273,28 @@ def looked_up(raster: Raster, pointwise: Callable[[np.ndarray], np.ndarray]) -> 
     model's input, :func:`bench.run.inference.input_batches`)."""
     tables: dict[tuple[np.dtype, bool], np.ndarray] = {}
 
-    def table(dtype: np.dtype, bands: int, finite: bool) -> np.ndarray:
-        if (dtype, finite) not in tables:
-            every = np.arange(np.iinfo(dtype).max + 1, dtype=dtype)
-            every = np.ascontiguousarray(np.broadcast_to(every, (bands, 1, every.size)))
-            t = np.asarray(pointwise(raster.reflectance(every)), dtype=np.float32)[:, 0]
-            tables[(dtype, finite)] = np.where(np.isfinite(t), t, np.float32(0)) if finite else t
-        return tables[(dtype, finite)]
+    def looked(counts: np.ndarray, out: np.ndarray, nan_as_0: bool) -> np.ndarray:
+        key = (counts.dtype, nan_as_0)
+        if key not in tables:
+            every = np.arange(np.iinfo(counts.dtype).max + 1, dtype=counts.dtype)
+            every = np.ascontiguousarray(np.broadcast_to(every, (len(counts), 1, every.size)))
+            table = np.array(pointwise(raster.reflectance(every)), dtype=np.float32)[:, 0]
+            tables[key] = finite(table) if nan_as_0 else table
+        for band, c, o in zip(tables[key], counts, out):
+            np.take(band, c, out=o, mode="clip")  # every index is in range; clip writes out directly
+        return out
 
     def into(counts: np.ndarray, out: np.ndarray) -> None:
-        if counts.dtype not in (np.uint8, np.uint16):
-            np.copyto(out, apply(counts), casting="unsafe")
-            np.copyto(out, 0, where=~np.isfinite(out))
+        if counts.dtype in (np.uint8, np.uint16):
+            looked(counts, out, True)
             return
-        for band, c, o in zip(table(counts.dtype, len(counts), True), counts, out):
-            np.take(band, c, out=o, mode="clip")  # every index is in range; clip writes out directly
+        np.copyto(out, apply(counts), casting="unsafe")
+        finite(out)
 
     def apply(counts: np.ndarray) -> np.ndarray:
         if counts.dtype not in (np.uint8, np.uint16):
             return pointwise(raster.reflectance(counts))
-        out = np.empty(counts.shape, dtype=np.float32)
-        for band, c, o in zip(table(counts.dtype, len(counts), False), counts, out):
-            np.take(band, c, out=o, mode="clip")
-        return out
+        return looked(counts, np.empty(counts.shape, dtype=np.float32), False)
 
     apply.into = into
     return apply
